@@ -1,0 +1,43 @@
+# gpu-server: every target installs what it needs into .venv/ first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= conf/config.yaml
+# Reinstall when the dependency declarations change.
+DEPS := setup.cfg pyproject.toml constraints.txt
+
+.PHONY: install install-dev run test bench demo check-config clean
+
+install: $(VENV)/.installed-runtime
+install-dev: $(VENV)/.installed-dev
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+
+# The runtime: supervisor + worker stack (the reference backend needs torch, CPU build here).
+$(VENV)/.installed-runtime: $(DEPS) | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[worker]'
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-runtime
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[worker,dev]'
+	touch $@
+
+run: install
+	$(BIN)/gpu-server serve --config $(CONFIG)
+
+check-config: install
+	$(BIN)/gpu-server check-config --config $(CONFIG)
+
+test: install-dev
+	$(BIN)/python -m pytest
+
+bench: install-dev
+	$(BIN)/python bench/bench_tryon.py
+
+demo: install
+	$(BIN)/python examples/demo.py --config $(CONFIG)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
