@@ -1,0 +1,132 @@
+"""Wire messages between the supervisor and the GPU worker.
+
+Every message is a msgspec struct tagged with its type. Images never travel inside
+the encoded header: a message declares how many raw frames follow it (`BLOBS`), and
+the codec enforces that count in both directions.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Union
+
+import msgspec
+
+# Bumped whenever a message changes shape. The worker sends it in Hello and the
+# supervisor refuses a worker that speaks another version.
+PROTOCOL_VERSION = 1
+
+
+class Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=True):
+    BLOBS: ClassVar[int] = 0
+
+
+# --- worker -> supervisor ---------------------------------------------------------
+
+
+class Hello(Message, tag="hello"):
+    protocol: int
+    worker_id: str
+    pid: int
+
+
+class Ready(Message, tag="ready"):
+    backend: str
+    model_version: str
+    device: str
+    load_time_s: float
+    torch_version: str | None = None
+    comfyui_version: str | None = None
+
+
+class StartupFailed(Message, tag="startup_failed"):
+    """Sent before the worker exits when its backend cannot load."""
+
+    reason: str
+    message: str
+
+
+class Heartbeat(Message, tag="heartbeat"):
+    busy: bool
+    job_id: str | None = None
+
+
+class JobSucceeded(Message, tag="result"):
+    """Followed by one frame: the encoded output image."""
+
+    BLOBS: ClassVar[int] = 1
+    job_id: str
+    content_type: str
+    width: int
+    height: int
+    inference_ms: float
+    decode_ms: float = 0.0
+    encode_ms: float = 0.0
+
+
+class JobFailed(Message, tag="failed"):
+    job_id: str
+    error_code: str
+    message: str
+    inference_ms: float | None = None
+
+
+# --- supervisor -> worker ---------------------------------------------------------
+
+
+class RunJob(Message, tag="run"):
+    """Followed by two frames: the person image, then the garment image."""
+
+    BLOBS: ClassVar[int] = 2
+    job_id: str
+    seed: int
+    output_format: str
+    steps: int | None = None
+    prompt: str | None = None
+
+
+class CancelJob(Message, tag="cancel"):
+    job_id: str
+
+
+class Shutdown(Message, tag="shutdown"):
+    pass
+
+
+WorkerMessage = Union[Hello, Ready, StartupFailed, Heartbeat, JobSucceeded, JobFailed]
+SupervisorMessage = Union[RunJob, CancelJob, Shutdown]
+
+
+# --- process start-up ----------------------------------------------------------------
+
+
+class WorkerSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Everything the worker needs to start, handed over in its environment.
+
+    Contains no secret: the worker never sees auth or callback tokens.
+    """
+
+    worker_id: str
+    endpoint: str
+    parent_pid: int
+    node_id: str
+    backend: str
+    device: str
+    heartbeat_interval_s: float
+    max_pixels: int
+    log_level: str = "INFO"
+    model_version: str | None = None
+    # Relative paths in backend settings are relative to the config file's folder.
+    config_dir: str = "."
+    # Backend settings as plain data (the `model.<backend>` config section).
+    backend_settings: dict = {}
+
+
+SPEC_ENV = "GPU_SERVER_WORKER_SPEC"
+
+
+def encode_spec(spec: WorkerSpec) -> str:
+    return msgspec.json.encode(spec).decode()
+
+
+def decode_spec(text: str) -> WorkerSpec:
+    return msgspec.json.decode(text, type=WorkerSpec)
