@@ -1,0 +1,104 @@
+"""Turning a valid submission into an accepted job, or refusing it (409, 429, 503).
+
+`admit` is synchronous: the duplicate check, the busy check and the insertion happen
+without yielding to the event loop, so concurrent requests cannot both win.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Callable
+
+import msgspec
+
+from ipc.jsonlog import EventLog
+from supervisor.config import Config
+from supervisor.errors import ApiError
+from supervisor.jobs import Job, JobStore
+from supervisor.metrics import Metrics
+from supervisor.scheduler import Scheduler
+from supervisor.tryon_form import Submission
+
+events = EventLog("supervisor.admission")
+
+# Retry-After (seconds) for a node that cannot take jobs, by what it is doing.
+NOT_READY_RETRY_AFTER = {"loading": 5, "restarting": 5, "failed": 60, "draining": 60}
+
+
+class Admission:
+    def __init__(
+        self,
+        config: Config,
+        jobs: JobStore,
+        scheduler: Scheduler,
+        metrics: Metrics,
+        readiness: Callable[[], str],
+        on_admitted: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.jobs = jobs
+        self.scheduler = scheduler
+        self.metrics = metrics
+        self.readiness = readiness
+        self.on_admitted = on_admitted
+
+    def require_ready(self) -> None:
+        status = self.readiness()
+        if status != "ok":
+            raise ApiError(
+                503,
+                "not_ready",
+                f"the node cannot take jobs now ({status})",
+                headers={"Retry-After": str(NOT_READY_RETRY_AFTER.get(status, 5))},
+            )
+
+    def admit(self, submission: Submission) -> tuple[Job, int]:
+        # Re-checked: the worker may have died or a drain begun while the body streamed in.
+        self.require_ready()
+        if submission.job_id in self.jobs:
+            raise ApiError(409, "duplicate_job", f"job {submission.job_id} is already known to this node")
+        options = submission.options
+        job = Job(
+            job_id=submission.job_id,
+            user_id=submission.user_id,
+            session_id=submission.session_id,
+            provider=submission.provider,
+            # Resolved now, so the run is reproducible from the logs.
+            options=msgspec.structs.replace(
+                options,
+                seed=secrets.randbits(32) if options.seed is None else options.seed,
+                output_format=options.output_format or self.config.images.output_format,
+            ),
+            person_image=submission.person_image,
+            garment_image=submission.garment_image,
+            accepted_mono=time.monotonic(),
+        )
+        position = self.scheduler.admit(job)
+        if position is None:
+            self.metrics.jobs.labels("rejected_busy").inc()
+            retry_after = self.scheduler.retry_after_s()
+            events.info(
+                "job_rejected_busy", job_id=job.job_id,
+                current_job_id=self.scheduler.current.job_id if self.scheduler.current else None,
+                queue_length=self.scheduler.queue_length, retry_after_s=retry_after,
+            )
+            raise ApiError(
+                429,
+                "gpu_busy",
+                "the GPU is busy and the queue is full",
+                headers={"Retry-After": str(retry_after)},
+            )
+        self.jobs.add(job)
+        self.metrics.jobs.labels("accepted").inc()
+        events.info(
+            "job_accepted", job_id=job.job_id, user_id=job.user_id, session_id=job.session_id,
+            queue_position=position, seed=job.options.seed, steps=job.options.steps,
+            output_format=job.options.output_format,
+            person_image={"format": submission.person_header.format, "width": submission.person_header.width,
+                          "height": submission.person_header.height, "bytes": len(submission.person_image)},
+            garment_image={"format": submission.garment_header.format, "width": submission.garment_header.width,
+                           "height": submission.garment_header.height, "bytes": len(submission.garment_image)},
+        )
+        self.on_admitted()
+        return job, position

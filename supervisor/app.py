@@ -1,0 +1,161 @@
+"""The HTTP surface: thin Sanic routes over the node's services.
+
+Every answer is JSON (errors included, whatever went wrong); `/tryon` is a streaming
+route so auth, readiness and a declared Content-Length are judged from the headers
+before any of the body is read.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING
+
+from sanic import Request, Sanic
+from sanic.exceptions import SanicException
+from sanic.handlers import ErrorHandler
+from sanic.response import HTTPResponse
+
+from ipc.jsonlog import EventLog
+from supervisor import status
+from supervisor.auth import bearer_token
+from supervisor.errors import STATUS_CODES, ApiError, error_response, json_response, unauthorized
+from supervisor.multipart_form import boundary_of, read_form, too_large
+from supervisor.tryon_form import IMAGE_FIELDS, validate
+
+if TYPE_CHECKING:
+    from supervisor.node import Node
+
+events = EventLog("supervisor.http")
+_PARAM = re.compile(r"<([A-Za-z_]\w*)(?::[^>]*)?>")
+
+
+def route_label(request: Request) -> str:
+    """The route template (`/jobs/{job_id}`), never the raw path: bounded label values."""
+    route = request.route
+    if route is None:
+        return "unmatched"
+    return "/" + _PARAM.sub(r"{\1}", route.path).lstrip("/")
+
+
+class JsonErrorHandler(ErrorHandler):
+    """Whatever goes wrong, the client gets the contract's JSON error, never HTML or a traceback."""
+
+    def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        node: Node = request.app.ctx.node
+        if isinstance(exception, ApiError):
+            return error_response(exception, node.config.node_id)
+        if isinstance(exception, SanicException):
+            code = exception.status_code
+            error = ApiError(code, STATUS_CODES.get(code, "http_error"), str(exception) or "request refused")
+            return error_response(error, node.config.node_id)
+        events.exception("internal_error", route=route_label(request), method=request.method)
+        error = ApiError(500, "internal_error", "the node failed to answer this request; see its logs")
+        return error_response(error, node.config.node_id)
+
+
+def create_app(node: Node) -> Sanic:
+    app = Sanic("gpu_server", configure_logging=False, error_handler=JsonErrorHandler())
+    app.ctx.node = node
+    cfg = node.config
+    app.config.update(
+        {
+            "REQUEST_MAX_SIZE": cfg.server.max_body_bytes,
+            "ACCESS_LOG": False,
+            "MOTD": False,
+            "NOISY_EXCEPTIONS": False,
+            "FALLBACK_ERROR_FORMAT": "json",
+        }
+    )
+
+    @app.on_request
+    async def start_timer(request: Request) -> None:
+        request.ctx.started = time.perf_counter()
+
+    @app.on_response
+    async def record_request(request: Request, response: HTTPResponse) -> None:
+        started = getattr(request.ctx, "started", None)
+        if started is not None:
+            node.metrics.observe_request(route_label(request), response.status, time.perf_counter() - started)
+
+    def require_auth(request: Request) -> None:
+        if not node.tokens.accepts(request.headers.get("x-internal-auth")):
+            raise unauthorized()
+
+    @app.post("/tryon", stream=True)
+    async def tryon(request: Request) -> HTTPResponse:
+        length = _content_length(request)
+        events.info("request_received", route="/tryon", content_length=length)
+        try:
+            require_auth(request)
+            node.admission.require_ready()
+            if length is not None and length > cfg.server.max_body_bytes:
+                raise too_large("the request body", cfg.server.max_body_bytes)
+            boundary = boundary_of(request.headers.get("content-type"))
+            form = await read_form(
+                request.stream.read,
+                boundary,
+                length,
+                cfg.server.max_body_bytes,
+                {name: cfg.images.max_bytes for name in IMAGE_FIELDS},
+            )
+            submission = validate(form, cfg.images.max_pixels)
+            events.info("validation_passed", job_id=submission.job_id)
+            job, position = node.admission.admit(submission)
+        except ApiError as error:
+            _log_refusal(error)
+            return error_response(error, cfg.node_id)
+        return json_response(
+            {"status": "accepted", "job_id": job.job_id, "node_id": cfg.node_id, "queue_position": position},
+            202,
+        )
+
+    @app.get("/gpu/status")
+    async def gpu_status(request: Request) -> HTTPResponse:
+        require_auth(request)
+        return json_response(status.gpu_status_body(node))
+
+    @app.get("/health")
+    async def health(request: Request) -> HTTPResponse:
+        state = node.readiness()
+        return json_response(status.health_body(node, state), 200 if state == "ok" else 503)
+
+    @app.get("/health/live")
+    async def live(request: Request) -> HTTPResponse:
+        return json_response({"status": "ok", "node_id": cfg.node_id})
+
+    @app.get("/version")
+    async def version(request: Request) -> HTTPResponse:
+        return json_response(status.version_body(node))
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> HTTPResponse:
+        if cfg.metrics.token is not None:
+            presented = bearer_token(request.headers.get("authorization"))
+            if presented is None or not node.metrics_tokens.accepts(presented):
+                raise ApiError(401, "unauthorized", "missing or invalid bearer token for /metrics")
+        body, content_type = node.metrics.exposition()
+        return HTTPResponse(body, content_type=content_type)
+
+    return app
+
+
+def _content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    # Sanic already refused a malformed Content-Length with 400.
+    return int(value) if value is not None else None
+
+
+def _log_refusal(error: ApiError) -> None:
+    if error.status == 429:
+        return  # logged as job_rejected_busy where it was decided
+    if error.status == 401:
+        events.warning("request_unauthorized", route="/tryon")
+    elif error.status == 503:
+        events.info("request_not_ready", route="/tryon", message=error.message)
+    else:
+        details = [d._asdict() for d in error.details] if error.details else None
+        events.info(
+            "validation_failed", route="/tryon", status=error.status, error=error.code,
+            message=error.message, details=details,
+        )

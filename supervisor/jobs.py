@@ -1,0 +1,147 @@
+"""What the node knows about each accepted job, and for how long it remembers it."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+from supervisor.tryon_form import JobOptions
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class CallbackState(str, enum.Enum):
+    PENDING = "pending"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    RETRYING = "retrying"
+    UNDELIVERABLE = "undeliverable"
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """How a run ended, as the worker (or the worker's death) told it."""
+
+    error_code: str | None = None
+    error_message: str | None = None
+    image: bytes | None = None
+    content_type: str | None = None
+    inference_ms: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code is None
+
+    @classmethod
+    def failure(cls, code: str, message: str, inference_ms: float | None = None) -> JobResult:
+        return cls(error_code=code, error_message=message, inference_ms=inference_ms)
+
+
+def _ms(start: float | None, end: float | None) -> int | None:
+    return None if start is None or end is None else round((end - start) * 1000)
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    job_id: str
+    user_id: str
+    session_id: str
+    provider: str
+    # Resolved options: seed and output_format always set at acceptance.
+    options: JobOptions
+    person_image: bytes | None
+    garment_image: bytes | None
+    accepted_mono: float
+    accepted_at: float = field(default_factory=time.time)
+    # One id for every delivery attempt of this job's result (at-least-once delivery).
+    webhook_id: str = field(default_factory=lambda: f"msg_{uuid.uuid4().hex}")
+    state: JobState = JobState.QUEUED
+    dispatched_mono: float | None = None
+    finished_mono: float | None = None
+    model_version: str | None = None
+    result: JobResult | None = None
+    callback_state: CallbackState = CallbackState.PENDING
+    callback_attempts: int = 0
+    callback_last_status: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    def mark_dispatched(self, now: float, model_version: str | None) -> None:
+        self.state = JobState.RUNNING
+        self.dispatched_mono = now
+        self.model_version = model_version
+
+    def mark_finished(self, result: JobResult, now: float) -> None:
+        if result.ok:
+            self.state = JobState.SUCCEEDED
+        elif result.error_code == "cancelled":
+            self.state = JobState.CANCELLED
+        else:
+            self.state = JobState.FAILED
+        self.result = result
+        self.finished_mono = now
+        # The inputs are not needed any more; the output stays until delivered.
+        self.person_image = self.garment_image = None
+
+    def release_output(self) -> None:
+        if self.result is not None and self.result.image is not None:
+            self.result = dataclasses.replace(self.result, image=None)
+
+    def timings_ms(self) -> dict[str, int | None]:
+        """queue: 202 -> handed to the worker; inference: the model only; total: 202 -> result back."""
+        queue_end = self.dispatched_mono if self.dispatched_mono is not None else self.finished_mono
+        inference = self.result.inference_ms if self.result is not None else None
+        return {
+            "queue": _ms(self.accepted_mono, queue_end),
+            "inference": None if inference is None else round(inference),
+            "total": _ms(self.accepted_mono, self.finished_mono),
+        }
+
+
+class JobStore:
+    """Accepted jobs by id, kept `retention_s` after their 202 and never while in flight."""
+
+    def __init__(self, retention_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.retention_s = retention_s
+        self._clock = clock
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __contains__(self, job_id: str) -> bool:
+        self._evict()
+        return job_id in self._jobs
+
+    def get(self, job_id: str) -> Job | None:
+        self._evict()
+        return self._jobs.get(job_id)
+
+    def add(self, job: Job) -> None:
+        self._evict()
+        self._jobs[job.job_id] = job
+
+    def _evict(self) -> None:
+        # Insertion order is acceptance order, so expired jobs sit at the front.
+        horizon = self._clock() - self.retention_s
+        while self._jobs:
+            job = next(iter(self._jobs.values()))
+            if job.accepted_mono > horizon or not job.finished:
+                return
+            self._jobs.popitem(last=False)

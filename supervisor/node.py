@@ -1,0 +1,160 @@
+"""The node: wires the parts together and runs them from start to a clean stop.
+
+Signal handlers only put the signal on a queue; the main coroutine does the work
+(`handle_<signal>` methods, dispatched by name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+from ipc.jsonlog import EventLog
+from ipc.messages import Ready
+from ipc.transport import make_runtime_dir, remove_runtime_dir
+from supervisor import build_info
+from supervisor.admission import Admission
+from supervisor.app import create_app
+from supervisor.auth import TokenSet
+from supervisor.callback import CallbackSender
+from supervisor.config import LoadedConfig
+from supervisor.dispatcher import Dispatcher
+from supervisor.jobs import JobResult, JobStore
+from supervisor.metrics import Metrics
+from supervisor.scheduler import Scheduler
+from supervisor.status import readiness
+from supervisor.worker_supervisor import WorkerSupervisor
+
+events = EventLog("supervisor.node")
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Node:
+    def __init__(self, loaded: LoadedConfig, runtime_dir: Path | None = None) -> None:
+        self.loaded = loaded
+        cfg = self.config = loaded.config
+        self.version = build_info.version()
+        self.git_commit = build_info.git_commit()
+        self.metrics = Metrics()
+        self.tokens = TokenSet(cfg.auth.tokens)
+        self.metrics_tokens = TokenSet([cfg.metrics.token] if cfg.metrics.token else [])
+        self.jobs = JobStore(cfg.jobs.retention_s)
+        self.scheduler = Scheduler(cfg.queue.max_pending)
+        self.runtime_dir = runtime_dir or make_runtime_dir()
+        self.worker = WorkerSupervisor(loaded, self.metrics, self.runtime_dir)
+        self.worker.on_ready = self._on_worker_ready
+        self.callbacks = CallbackSender(cfg.callback, cfg.node_id, self.metrics)
+        self.dispatcher = Dispatcher(self.scheduler, self.worker, self.callbacks, self.metrics)
+        self.admission = Admission(
+            cfg, self.jobs, self.scheduler, self.metrics, self.readiness, self.dispatcher.wake
+        )
+        self.draining = False
+        self._signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
+        self.metrics.bind_state(
+            busy=lambda: self.scheduler.busy,
+            queue_length=lambda: self.scheduler.queue_length,
+            worker_pid=lambda: self.worker.pid,
+            model_loaded=lambda: self.worker.model_loaded,
+        )
+        self._set_build_info(cfg.model.version or "")
+        self.app = create_app(self)
+
+    def readiness(self) -> str:
+        return readiness(self.worker.state, self.draining)
+
+    async def run(self) -> int:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        for signum in HANDLED_SIGNALS:
+            loop.add_signal_handler(signum, self._signals.put_nowait, signum)
+        try:
+            server = await self.app.create_server(
+                cfg.server.host, cfg.server.port, access_log=False, return_asyncio_server=True, backlog=1024
+            )
+        except OSError as exc:
+            events.error("startup_failed", error=f"cannot listen on {cfg.server.host}:{cfg.server.port}: {exc}")
+            remove_runtime_dir(self.runtime_dir)
+            return 1
+        assert server is not None
+        await server.startup()
+        events.info(
+            "node_started", host=cfg.server.host, port=cfg.server.port, pid=os.getpid(),
+            version=self.version, git_commit=self.git_commit, backend=cfg.worker.backend,
+            config=str(self.loaded.path),
+        )
+        await self.callbacks.start()
+        await self.worker.start()
+        dispatcher = loop.create_task(self.dispatcher.run(), name="dispatcher")
+        try:
+            while True:
+                signum = await self._signals.get()
+                handler = getattr(self, f"handle_{signum.name.removeprefix('SIG').lower()}")
+                exit_code = await handler()
+                if exit_code is not None:
+                    return exit_code
+        finally:
+            dispatcher.cancel()
+            server.close()
+            await server.wait_closed()
+            remove_runtime_dir(self.runtime_dir)
+            events.info("node_stopped")
+
+    # --- signals -------------------------------------------------------------------
+
+    async def handle_term(self) -> int:
+        return await self._drain("SIGTERM")
+
+    async def handle_int(self) -> int:
+        return await self._drain("SIGINT")
+
+    async def _drain(self, why: str) -> int:
+        """Stop taking jobs, let running and queued ones finish until the deadline, stop."""
+        drain_s = self.config.shutdown.drain_timeout_s
+        self.draining = True
+        current = self.scheduler.current
+        events.info(
+            "shutdown_started", signal=why, drain_timeout_s=drain_s,
+            running_job_id=current.job_id if current else None, queued=self.scheduler.queue_length,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_s
+        idle = loop.create_task(self.dispatcher.wait_idle())
+        again = loop.create_task(self._signals.get())
+        try:
+            await asyncio.wait({idle, again}, timeout=drain_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            again.cancel()
+        if not idle.done():
+            self._end_unfinished(JobResult.failure("shutdown", "the node stopped before the job could finish"))
+            try:
+                await asyncio.wait_for(idle, timeout=5.0)
+            except asyncio.TimeoutError:
+                events.error("shutdown_jobs_unsettled")
+        # Results finished during the drain had the drain's time for delivery; results
+        # ended at the deadline still get at least one attempt.
+        wait_s = max(deadline - loop.time(), self.config.callback.timeout_s)
+        await self.callbacks.close(wait_s)
+        await self.worker.stop()
+        return 0
+
+    def _end_unfinished(self, result: JobResult) -> None:
+        for job in self.scheduler.take_pending():
+            self.dispatcher.complete(job, result)
+        current = self.scheduler.current
+        if current is None:
+            return
+        if current.dispatched_mono is None:
+            self.dispatcher.complete(current, result)
+        else:
+            # Its end is recorded by the dispatcher when the worker's death resolves the run.
+            self.worker.abort(result, "shutdown")
+
+    # --- helpers -------------------------------------------------------------------
+
+    def _on_worker_ready(self, ready: Ready) -> None:
+        self._set_build_info(ready.model_version)
+
+    def _set_build_info(self, model_version: str) -> None:
+        self.metrics.set_build_info(self.version, self.git_commit, self.config.worker.backend, model_version)

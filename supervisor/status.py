@@ -1,0 +1,67 @@
+"""The bodies of /health, /gpu/status and /version, built from the node's parts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from supervisor.worker_state import SERVING, WorkerState
+
+_NOT_SERVING = {
+    WorkerState.STARTING: "loading",
+    WorkerState.STOPPED: "loading",
+    WorkerState.RESTARTING: "restarting",
+    WorkerState.FAILED: "failed",
+}
+
+
+def readiness(worker_state: WorkerState, draining: bool) -> str:
+    """`ok`, or what keeps the node from taking jobs: loading, restarting, failed, draining."""
+    if draining:
+        return "draining"
+    if worker_state in SERVING:
+        return "ok"
+    return _NOT_SERVING[worker_state]
+
+
+def health_body(node, status: str) -> dict[str, Any]:
+    ready = node.worker.last_ready
+    return {
+        "status": status,
+        "node_id": node.config.node_id,
+        "model_loaded": node.worker.model_loaded,
+        "gpu_available": bool(ready and ready.device.startswith("cuda")),
+        "worker_state": node.worker.state.value,
+    }
+
+
+def gpu_status_body(node) -> dict[str, Any]:
+    scheduler = node.scheduler
+    current = scheduler.current
+    return {
+        "node_id": node.config.node_id,
+        "busy": scheduler.busy,
+        "current_job_id": current.job_id if current is not None else None,
+        "queue_length": scheduler.queue_length,
+        "queue_capacity": scheduler.max_pending,
+        "worker": {
+            "state": node.worker.state.value,
+            "pid": node.worker.pid,
+            "restarts": node.worker.restarts,
+            "model_loaded": node.worker.model_loaded,
+        },
+        # Filled from NVML where a driver is present (see the observability work).
+        "gpus": [],
+    }
+
+
+def version_body(node) -> dict[str, Any]:
+    ready = node.worker.last_ready
+    return {
+        "node_id": node.config.node_id,
+        "version": node.version,
+        "git_commit": node.git_commit,
+        "backend": node.config.worker.backend,
+        "model_version": ready.model_version if ready else node.config.model.version,
+        "torch": ready.torch_version if ready else None,
+        "comfyui": ready.comfyui_version if ready else None,
+    }

@@ -1,0 +1,168 @@
+"""Validation of a POST /tryon form, in the contract's order of precedence.
+
+Pure functions over an already-read form (see `multipart_form`): 400 for a config that
+is not a JSON object, then one 422 listing every field problem, then the images (415,
+then the pixel limit as a 422).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, NamedTuple
+
+import msgspec
+from msgspec import Meta
+
+from supervisor.errors import ApiError, FieldProblem, validation_failed
+from supervisor.images import ImageHeader, TooManyPixels, UnsupportedImage, read_header
+from supervisor.multipart_form import Form
+
+ID_FIELDS = ("job_id", "user_id", "session_id")
+IMAGE_FIELDS = ("person_image", "garment_image")
+PROVIDERS = ("qwen",)
+MAX_CONFIG_BYTES = 16 * 1024
+_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class JobOptions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The job's `config` field. Unknown keys are rejected so typos are caught."""
+
+    seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
+    steps: Annotated[int, Meta(ge=1, le=100)] | None = None
+    prompt: Annotated[str, Meta(max_length=2000)] | None = None
+    output_format: Literal["png", "jpeg", "webp"] | None = None
+
+
+_OPTION_TYPES = {f.name: f.type for f in msgspec.structs.fields(JobOptions)}
+
+
+class Submission(NamedTuple):
+    job_id: str
+    user_id: str
+    session_id: str
+    provider: str
+    options: JobOptions
+    person_image: bytes
+    garment_image: bytes
+    person_header: ImageHeader
+    garment_header: ImageHeader
+
+
+def validate(form: Form, max_pixels: int) -> Submission:
+    config = _parse_config(form)  # 400 comes before any 422
+    problems: list[FieldProblem] = []
+    texts = {name: _single_text(form, name, problems) for name in (*ID_FIELDS, "provider")}
+    for name in ID_FIELDS:
+        value = texts[name]
+        if value is not None and not _ID.fullmatch(value):
+            problems.append(
+                FieldProblem(name, "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")
+            )
+    provider = texts["provider"]
+    if provider is not None and provider not in PROVIDERS:
+        problems.append(FieldProblem("provider", f"must be one of: {', '.join(PROVIDERS)}"))
+    options = _check_options(config, problems) if config is not None else JobOptions()
+    images = {name: _single_file(form, name, problems) for name in IMAGE_FIELDS}
+    if problems:
+        raise validation_failed(problems)
+    headers = _check_images(images, max_pixels)
+    return Submission(
+        job_id=texts["job_id"],  # type: ignore[arg-type]
+        user_id=texts["user_id"],  # type: ignore[arg-type]
+        session_id=texts["session_id"],  # type: ignore[arg-type]
+        provider=provider,  # type: ignore[arg-type]
+        options=options,
+        person_image=images["person_image"],  # type: ignore[arg-type]
+        garment_image=images["garment_image"],  # type: ignore[arg-type]
+        person_header=headers["person_image"],
+        garment_header=headers["garment_image"],
+    )
+
+
+def _parse_config(form: Form) -> tuple[bytes, dict[str, Any]] | None:
+    parts = form.get("config")
+    if not parts:
+        return None
+    raw = parts[0].data
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "bad_request", f"config is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_request", "config must be a JSON object")
+    return raw, value
+
+
+def _check_options(config: tuple[bytes, dict[str, Any]], problems: list[FieldProblem]) -> JobOptions:
+    raw, value = config
+    before = len(problems)
+    if len(raw) > MAX_CONFIG_BYTES:
+        problems.append(FieldProblem("config", f"over {MAX_CONFIG_BYTES} bytes"))
+        return JobOptions()
+    # Key by key, so every bad option is reported, not only the first.
+    for key, item in value.items():
+        field = f"config.{key}"
+        if key not in _OPTION_TYPES:
+            known = ", ".join(_OPTION_TYPES)
+            problems.append(FieldProblem(field, f"unknown option (known: {known})"))
+            continue
+        try:
+            msgspec.convert(item, _OPTION_TYPES[key])
+        except msgspec.ValidationError as exc:
+            problems.append(FieldProblem(field, str(exc).split(" - at ")[0]))
+    if len(problems) > before:
+        return JobOptions()
+    return msgspec.convert(value, JobOptions)
+
+
+def _single(form: Form, name: str, problems: list[FieldProblem]) -> bytes | None:
+    parts = form.get(name)
+    if not parts:
+        problems.append(FieldProblem(name, "required"))
+        return None
+    if len(parts) > 1:
+        problems.append(FieldProblem(name, "given more than once"))
+        return None
+    return parts[0].data
+
+
+def _single_text(form: Form, name: str, problems: list[FieldProblem]) -> str | None:
+    data = _single(form, name, problems)
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        problems.append(FieldProblem(name, "not valid UTF-8"))
+        return None
+
+
+def _single_file(form: Form, name: str, problems: list[FieldProblem]) -> bytes | None:
+    data = _single(form, name, problems)
+    if data is not None and not data:
+        problems.append(FieldProblem(name, "empty file"))
+        return None
+    return data
+
+
+def _check_images(images: dict[str, bytes | None], max_pixels: int) -> dict[str, ImageHeader]:
+    headers: dict[str, ImageHeader] = {}
+    unsupported: list[str] = []
+    too_big: list[FieldProblem] = []
+    for name, data in images.items():
+        assert data is not None
+        try:
+            headers[name] = read_header(data, max_pixels)
+        except UnsupportedImage:
+            unsupported.append(name)
+        except TooManyPixels as exc:
+            too_big.append(FieldProblem(name, str(exc)))
+    if unsupported:
+        raise ApiError(
+            415,
+            "unsupported_image",
+            f"{', '.join(unsupported)}: not a JPEG, PNG or WebP image (judged from its bytes)",
+        )
+    if too_big:
+        raise validation_failed(too_big)
+    return headers

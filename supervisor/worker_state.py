@@ -1,0 +1,95 @@
+"""The worker's lifecycle as data: states, allowed transitions, restart delays, exit reasons.
+
+Pure logic with no process or socket in sight, so every rule here is unit-tested
+directly; `worker_supervisor` drives it.
+"""
+
+from __future__ import annotations
+
+import enum
+import signal
+from typing import Callable, NamedTuple
+
+
+class WorkerState(str, enum.Enum):
+    STARTING = "starting"  # spawned, loading the model
+    READY = "ready"  # idle, model loaded
+    BUSY = "busy"  # running a job
+    RESTARTING = "restarting"  # dead, waiting out the backoff before the next spawn
+    FAILED = "failed"  # given up
+    STOPPED = "stopped"  # stopped on purpose (node shutting down)
+
+
+S = WorkerState
+TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
+    S.STOPPED: frozenset({S.STARTING}),
+    S.STARTING: frozenset({S.READY, S.RESTARTING, S.FAILED, S.STOPPED}),
+    S.READY: frozenset({S.BUSY, S.RESTARTING, S.STOPPED}),
+    S.BUSY: frozenset({S.READY, S.RESTARTING, S.STOPPED}),
+    S.RESTARTING: frozenset({S.STARTING, S.FAILED, S.STOPPED}),
+    S.FAILED: frozenset({S.STOPPED}),
+}
+
+# States in which the model is loaded and jobs can be handed over.
+SERVING = frozenset({S.READY, S.BUSY})
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+class StateMachine:
+    """Holds the current state; every change is checked and reported to `on_change`."""
+
+    def __init__(self, on_change: Callable[[WorkerState, WorkerState, str], None]) -> None:
+        self.state = S.STOPPED
+        self._on_change = on_change
+
+    def change(self, new: WorkerState, why: str) -> None:
+        old = self.state
+        if new is old:
+            return
+        if new not in TRANSITIONS[old]:
+            raise InvalidTransition(f"worker cannot go from {old.value} to {new.value} ({why})")
+        self.state = new
+        self._on_change(old, new, why)
+
+
+class RestartPolicy:
+    """At once after a crash that follows a healthy run; then 1 s doubling, capped.
+
+    A run counts as healthy once it lasted `healthy_after_s`; a healthy run resets the
+    count of crashes in a row.
+    """
+
+    def __init__(self, max_backoff_s: float, healthy_after_s: float) -> None:
+        self.max_backoff_s = max_backoff_s
+        self.healthy_after_s = healthy_after_s
+        self.crashes_in_a_row = 0
+
+    def next_delay(self, ran_for_s: float) -> float:
+        if ran_for_s >= self.healthy_after_s:
+            self.crashes_in_a_row = 0
+        delay = 0.0 if self.crashes_in_a_row == 0 else 2.0 ** (self.crashes_in_a_row - 1)
+        self.crashes_in_a_row += 1
+        return min(delay, self.max_backoff_s)
+
+
+class ExitReason(NamedTuple):
+    reason: str  # the `reason` label of gpu_server_worker_restarts_total
+    description: str
+
+
+def describe_exit(returncode: int) -> ExitReason:
+    """Decode a worker's exit status. SIGKILL that we did not send is most often the
+    kernel's OOM killer, so it is reported as a possible out-of-memory kill."""
+    if returncode >= 0:
+        return ExitReason("exit", f"exited with status {returncode}")
+    signum = -returncode
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    if signum == signal.SIGKILL:
+        return ExitReason("oom_kill", f"killed by {name} (possibly the kernel's out-of-memory killer)")
+    return ExitReason("signal", f"killed by {name}")

@@ -1,0 +1,405 @@
+"""Spawning, watching and restarting the GPU worker process, and talking to it.
+
+One worker at a time, each spawn a new "generation" with its own ZeroMQ identity, so a
+message from a dead generation is recognised and dropped. The worker runs in its own
+process group (and session): killing the group leaves nothing behind, and a Ctrl-C on
+the supervisor's terminal reaches only the supervisor, which then drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import zmq
+import zmq.asyncio
+
+from ipc import codec
+from ipc.jsonlog import EventLog
+from ipc.messages import (
+    PROTOCOL_VERSION,
+    SPEC_ENV,
+    Heartbeat,
+    Hello,
+    JobFailed,
+    JobSucceeded,
+    Ready,
+    RunJob,
+    Shutdown,
+    StartupFailed,
+    WorkerSpec,
+    encode_spec,
+)
+from ipc.transport import endpoint_in
+from supervisor.config import LoadedConfig
+from supervisor.jobs import Job, JobResult
+from supervisor.metrics import Metrics
+from supervisor.worker_state import (
+    SERVING,
+    RestartPolicy,
+    StateMachine,
+    WorkerState,
+    describe_exit,
+)
+
+events = EventLog("supervisor.worker")
+STOP_GRACE_S = 5.0
+
+
+class WorkerUnavailable(Exception):
+    """The worker cannot take a job right now; the job was not handed over."""
+
+
+@dataclass(eq=False)
+class Generation:
+    number: int
+    worker_id: str
+    process: asyncio.subprocess.Process
+    started: float
+    exited: asyncio.Future
+    hello: Hello | None = None
+    ready: Ready | None = None
+    ready_at: float | None = None
+    startup_failure: StartupFailed | None = None
+    last_heartbeat: float | None = None
+    running: tuple[str, asyncio.Future] | None = None
+    # Set when we kill it on purpose: the restart reason, and how its running job ends.
+    kill_reason: str | None = None
+    abort_result: JobResult | None = None
+    identity: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.identity = self.worker_id.encode()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+class WorkerSupervisor:
+    def __init__(self, loaded: LoadedConfig, metrics: Metrics, runtime_dir: Path) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.metrics = metrics
+        self.endpoint = endpoint_in(runtime_dir)
+        self.machine = StateMachine(self._on_state_change)
+        self.policy = RestartPolicy(self.config.worker.max_backoff_s, self.config.worker.healthy_after_s)
+        self.restarts = 0
+        # The last Ready seen: what runs (or ran) on this node, kept across restarts.
+        self.last_ready: Ready | None = None
+        self.on_ready: Callable[[Ready], None] | None = None
+        self._gen: Generation | None = None
+        self._generation_count = 0
+        self._ctx = zmq.asyncio.Context()
+        self._sock: zmq.asyncio.Socket | None = None
+        self._decoder = codec.worker_message_decoder()
+        self._ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    # --- what the rest of the supervisor reads ------------------------------------
+
+    @property
+    def state(self) -> WorkerState:
+        return self.machine.state
+
+    @property
+    def pid(self) -> int | None:
+        gen = self._gen
+        return gen.pid if gen is not None and gen.process.returncode is None else None
+
+    @property
+    def model_loaded(self) -> bool:
+        return self.state in SERVING
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        sock = self._ctx.socket(zmq.ROUTER)
+        # Sending to a worker that is gone raises instead of dropping the job silently.
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(self.endpoint)
+        self._sock = sock
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._read_loop(), name="worker-reader"),
+            loop.create_task(self._lifecycle(), name="worker-lifecycle"),
+        ]
+
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Ask the worker to exit, kill its process group if it does not, stop watching."""
+        self._stopping.set()
+        gen = self._gen
+        if gen is not None and gen.process.returncode is None:
+            if gen.running is None:
+                await self._send(gen, Shutdown())
+                try:
+                    await asyncio.wait_for(asyncio.shield(gen.exited), grace_s)
+                except asyncio.TimeoutError:
+                    events.warning("worker_stop_timeout", pid=gen.pid, grace_s=grace_s)
+        # The lifecycle ends once no worker is alive; a worker spawned meanwhile is killed.
+        lifecycle = self._tasks[1]
+        while not lifecycle.done():
+            gen = self._gen
+            if gen is not None:
+                self._kill(gen, "stop")
+            await asyncio.wait({lifecycle}, timeout=0.5)
+        self._tasks[0].cancel()
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self._ctx.term()
+
+    def abort(self, result: JobResult, why: str) -> None:
+        """Kill the worker now; its running job (if any) ends with `result`."""
+        gen = self._gen
+        if gen is None or gen.process.returncode is not None:
+            return
+        gen.abort_result = result
+        events.warning("worker_abort", pid=gen.pid, reason=why)
+        self._kill(gen, why)
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    async def run_job(self, job: Job) -> JobResult:
+        """Hand `job` to the worker and wait for how it ends (also if the worker dies)."""
+        gen = self._gen
+        if gen is None or self.state is not WorkerState.READY:
+            raise WorkerUnavailable("the worker is not ready")
+        assert job.person_image is not None and job.garment_image is not None
+        options = job.options
+        message = RunJob(
+            job_id=job.job_id,
+            seed=options.seed or 0,
+            output_format=options.output_format or self.config.images.output_format,
+            steps=options.steps,
+            prompt=options.prompt,
+        )
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        gen.running = (job.job_id, future)
+        self.machine.change(WorkerState.BUSY, f"job {job.job_id}")
+        sent = await self._send(gen, message, job.person_image, job.garment_image)
+        if not sent:
+            # The worker's socket is gone: it is dead or dying. The job never reached it.
+            gen.running = None
+            self.abort(JobResult.failure("worker_crashed", "unreachable"), "unreachable")
+            raise WorkerUnavailable("the worker could not be reached")
+        return await future
+
+    # --- internals ------------------------------------------------------------------
+
+    async def _lifecycle(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                gen = await self._spawn()
+            except OSError as exc:
+                events.error("worker_spawn_failed", error=str(exc))
+                gen = None
+            if gen is not None:
+                await self._await_startup(gen)
+                await gen.exited
+                self._on_exit(gen)
+                ran_for = time.monotonic() - (gen.ready_at or gen.started)
+            else:
+                ran_for = 0.0
+            if self._stopping.is_set():
+                break
+            delay = self.policy.next_delay(ran_for)
+            self.machine.change(WorkerState.RESTARTING, "worker exited")
+            events.warning(
+                "worker_restarting", delay_s=delay, restarts=self.restarts,
+                crashes_in_a_row=self.policy.crashes_in_a_row,
+            )
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+        self.machine.change(WorkerState.STOPPED, "supervisor stopping")
+
+    async def _spawn(self) -> Generation:
+        self._generation_count += 1
+        number = self._generation_count
+        worker_id = f"w{number}-{secrets.token_hex(4)}"
+        cfg = self.config
+        spec = WorkerSpec(
+            worker_id=worker_id,
+            endpoint=self.endpoint,
+            parent_pid=os.getpid(),
+            node_id=cfg.node_id,
+            backend=cfg.worker.backend,
+            device=cfg.worker.device,
+            heartbeat_interval_s=cfg.worker.heartbeat_interval_s,
+            max_pixels=cfg.images.max_pixels,
+            log_level=cfg.logging.level,
+            model_version=cfg.model.version,
+            backend_settings=cfg.backend_settings(),
+            config_dir=str(self.loaded.base_dir),
+        )
+        env = dict(os.environ)
+        env[SPEC_ENV] = encode_spec(spec)
+        env["PYTHONUNBUFFERED"] = "1"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gpu_worker",
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,  # own process group; no terminal signals
+        )
+        gen = Generation(
+            number=number,
+            worker_id=worker_id,
+            process=process,
+            started=time.monotonic(),
+            exited=asyncio.ensure_future(process.wait()),
+        )
+        self._gen = gen
+        self.machine.change(WorkerState.STARTING, f"spawned pid {process.pid}")
+        events.info("worker_started", pid=process.pid, worker_id=worker_id, generation=number)
+        return gen
+
+    async def _await_startup(self, gen: Generation) -> None:
+        ready = asyncio.ensure_future(self._ready.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {ready, gen.exited},
+                timeout=self.config.worker.startup_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            ready.cancel()
+        if not done:
+            events.error(
+                "worker_startup_timeout", pid=gen.pid,
+                startup_timeout_s=self.config.worker.startup_timeout_s,
+            )
+            self._kill(gen, "watchdog")
+
+    def _on_exit(self, gen: Generation) -> None:
+        returncode = gen.process.returncode
+        assert returncode is not None
+        _killpg(gen.pid)  # anything the worker left in its group goes with it
+        decoded = describe_exit(returncode)
+        reason = gen.kill_reason or decoded.reason
+        fields: dict = {}
+        if gen.startup_failure is not None:
+            fields["startup_failure"] = gen.startup_failure.reason
+            fields["startup_message"] = gen.startup_failure.message
+        stopping = self._stopping.is_set() and gen.kill_reason in (None, "stop")
+        (events.info if stopping else events.error)(
+            "worker_exited", pid=gen.pid, returncode=returncode, reason=reason,
+            description=decoded.description, generation=gen.number, **fields,
+        )
+        if gen.running is not None:
+            job_id, future = gen.running
+            gen.running = None
+            result = gen.abort_result or JobResult.failure(
+                "worker_crashed", f"the worker process died during the job: {decoded.description}"
+            )
+            if not future.done():
+                future.set_result(result)
+        if self._gen is gen:
+            self._gen = None
+        if not self._stopping.is_set():
+            self.restarts += 1
+            self.metrics.worker_restarts.labels(reason).inc()
+
+    def _kill(self, gen: Generation, reason: str) -> None:
+        if gen.kill_reason is None:
+            gen.kill_reason = reason
+        _killpg(gen.pid)
+
+    async def _send(self, gen: Generation, message, *blobs: bytes) -> bool:
+        assert self._sock is not None
+        try:
+            await self._sock.send_multipart([gen.identity, *codec.encode(message, *blobs)], copy=False)
+            return True
+        except zmq.ZMQError as exc:
+            events.warning("worker_send_failed", pid=gen.pid, message=type(message).__name__, error=str(exc))
+            return False
+
+    async def _read_loop(self) -> None:
+        assert self._sock is not None
+        while True:
+            frames = await self._sock.recv_multipart(copy=False)
+            gen = self._gen
+            if gen is None or frames[0].bytes != gen.identity:
+                events.debug("worker_message_dropped", identity=frames[0].bytes.decode(errors="replace"))
+                continue
+            try:
+                message, blobs = self._decoder.decode(frames[1:])
+                self._handle(gen, message, blobs)
+            except codec.ProtocolError as exc:
+                events.error("worker_protocol_error", pid=gen.pid, error=str(exc))
+            except Exception:
+                events.exception("worker_message_failed", pid=gen.pid)
+
+    def _handle(self, gen: Generation, message, blobs: list) -> None:
+        if isinstance(message, Heartbeat):
+            gen.last_heartbeat = time.monotonic()
+        elif isinstance(message, (JobSucceeded, JobFailed)):
+            self._finish_job(gen, message, blobs)
+        elif isinstance(message, Hello):
+            gen.hello = message
+            gen.last_heartbeat = time.monotonic()
+            if message.protocol != PROTOCOL_VERSION:
+                events.error(
+                    "worker_protocol_mismatch", pid=gen.pid,
+                    worker_protocol=message.protocol, supervisor_protocol=PROTOCOL_VERSION,
+                )
+                self._kill(gen, "exit")
+        elif isinstance(message, Ready):
+            gen.ready = self.last_ready = message
+            gen.ready_at = time.monotonic()
+            self.machine.change(WorkerState.READY, "model loaded")
+            events.info(
+                "worker_ready", pid=gen.pid, backend=message.backend, device=message.device,
+                model_version=message.model_version, torch=message.torch_version,
+                comfyui=message.comfyui_version, load_time_s=round(message.load_time_s, 3),
+                startup_s=round(gen.ready_at - gen.started, 3),
+            )
+            if self.on_ready is not None:
+                self.on_ready(message)
+        elif isinstance(message, StartupFailed):
+            gen.startup_failure = message
+            events.error("worker_startup_failed", pid=gen.pid, reason=message.reason, error=message.message)
+
+    def _finish_job(self, gen: Generation, message: JobSucceeded | JobFailed, blobs: list) -> None:
+        if gen.running is None or gen.running[0] != message.job_id:
+            events.warning("worker_result_unexpected", pid=gen.pid, job_id=message.job_id)
+            return
+        _, future = gen.running
+        gen.running = None
+        if isinstance(message, JobSucceeded):
+            result = JobResult(
+                image=codec.frame_bytes(blobs[0]),
+                content_type=message.content_type,
+                inference_ms=message.inference_ms,
+            )
+        else:
+            result = JobResult.failure(message.error_code, message.message, message.inference_ms)
+        self.machine.change(WorkerState.READY, f"job {message.job_id} done")
+        if not future.done():
+            future.set_result(result)
+
+    def _on_state_change(self, old: WorkerState, new: WorkerState, why: str) -> None:
+        if new is WorkerState.READY:
+            self._ready.set()
+        else:
+            self._ready.clear()
+        events.info("worker_state", state=new.value, previous=old.value, why=why)
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
