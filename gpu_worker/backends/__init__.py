@@ -1,0 +1,1 @@
+"""Backends of the worker; see gpu_worker.engine for the interface."""

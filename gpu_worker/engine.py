@@ -1,0 +1,151 @@
+"""Backends and how a job runs on one: pure, no sockets, testable on its own.
+
+A backend is a class with `load()` and `run(inputs, cancelled) -> JobOutput`, chosen by
+name (`reference`, `comfyui`) or by import path (`package.module:Class`). The engine
+maps whatever a backend raises onto the contract's error codes, so a bug or an
+out-of-memory costs one job, never the process.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import sys
+import threading
+import time
+from typing import Any, NamedTuple, Protocol
+
+BUILTIN_BACKENDS = {
+    "reference": "gpu_worker.backends.reference:ReferenceBackend",
+    "comfyui": "gpu_worker.backends.comfyui:ComfyUIBackend",
+}
+
+
+class BackendContext(NamedTuple):
+    device: str  # as configured: auto, cpu, cuda, cuda:N
+    settings: dict[str, Any]  # the config's model.<backend> section
+    max_pixels: int
+    config_dir: str
+
+
+class JobInputs(NamedTuple):
+    job_id: str
+    person_image: bytes
+    garment_image: bytes
+    seed: int
+    output_format: str
+    steps: int | None = None
+    prompt: str | None = None
+
+
+class JobOutput(NamedTuple):
+    image: bytes
+    content_type: str
+    width: int
+    height: int
+    inference_ms: float
+    decode_ms: float = 0.0
+    encode_ms: float = 0.0
+
+
+class LoadInfo(NamedTuple):
+    backend: str
+    model_version: str
+    device: str
+    torch_version: str | None = None
+    comfyui_version: str | None = None
+
+
+class JobError(Exception):
+    """A job failure with a contract error code (invalid_input, backend_error, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class JobCancelled(JobError):
+    def __init__(self, message: str = "cancelled") -> None:
+        super().__init__("cancelled", message)
+
+
+class Backend(Protocol):
+    def __init__(self, context: BackendContext) -> None: ...
+
+    def load(self) -> LoadInfo:
+        """Load the model once; raise to report that the worker cannot start."""
+
+    def run(self, inputs: JobInputs, cancelled: threading.Event) -> JobOutput:
+        """Run one job; check `cancelled` between steps and raise JobCancelled."""
+
+    def free_memory(self) -> None:
+        """Release cached memory after an out-of-memory (optional)."""
+
+
+class BackendNotFound(Exception):
+    pass
+
+
+def backend_class(name: str) -> type:
+    target = BUILTIN_BACKENDS.get(name, name)
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendNotFound(f"backend {name!r}: cannot import {module_name}: {exc}") from exc
+    try:
+        return getattr(module, class_name)
+    except AttributeError:
+        raise BackendNotFound(f"backend {name!r}: {module_name} has no {class_name}") from None
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return type(exc).__name__ == "OutOfMemoryError"
+
+
+class Outcome(NamedTuple):
+    output: JobOutput | None
+    error: JobError | None
+
+
+class Engine:
+    """A loaded backend plus the rules every job follows."""
+
+    def __init__(self, backend: Any, info: LoadInfo, load_time_s: float) -> None:
+        self.backend = backend
+        self.info = info
+        self.load_time_s = load_time_s
+
+    @classmethod
+    def load(cls, name: str, context: BackendContext, model_version: str | None = None) -> Engine:
+        started = time.perf_counter()
+        backend = backend_class(name)(context)
+        info = backend.load()
+        if model_version:
+            info = info._replace(model_version=model_version)
+        return cls(backend, info, time.perf_counter() - started)
+
+    def run(self, inputs: JobInputs, cancelled: threading.Event) -> Outcome:
+        if cancelled.is_set():
+            return Outcome(None, JobCancelled("cancelled before it started"))
+        try:
+            return Outcome(self.backend.run(inputs, cancelled), None)
+        except JobError as exc:
+            return Outcome(None, exc)
+        except Exception as exc:  # one job's failure must not end the worker
+            if is_out_of_memory(exc):
+                self._free_memory()
+                return Outcome(None, JobError("out_of_memory", f"out of memory: {exc}"))
+            return Outcome(None, JobError("backend_error", f"{type(exc).__name__}: {exc}"))
+
+    def _free_memory(self) -> None:
+        gc.collect()
+        free = getattr(self.backend, "free_memory", None)
+        if free is not None:
+            free()

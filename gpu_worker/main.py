@@ -1,0 +1,234 @@
+"""The worker process: handshake, the I/O loop with heartbeats, and the job thread.
+
+Threads and sockets:
+- the main thread owns the DEALER socket to the supervisor. It polls that socket and an
+  inproc socket fed by the job thread, sends heartbeats on time whatever the model is
+  doing, and forwards results (zero-copy) to the supervisor;
+- the job thread runs one job at a time on the engine and pushes the result frames
+  through its own inproc socket (ZeroMQ sockets are never shared between threads).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+
+import zmq
+
+from gpu_worker.engine import BackendContext, Engine, JobInputs
+from gpu_worker.stdio import capture_stdout
+from ipc import codec, jsonlog
+from ipc.messages import (
+    PROTOCOL_VERSION,
+    SPEC_ENV,
+    CancelJob,
+    Heartbeat,
+    Hello,
+    JobFailed,
+    JobSucceeded,
+    Ready,
+    RunJob,
+    Shutdown,
+    StartupFailed,
+    WorkerSpec,
+    decode_spec,
+)
+
+events = jsonlog.EventLog("gpu_worker")
+RESULTS_ENDPOINT = "inproc://results"
+EXIT_INTERNAL_ERROR = 1
+EXIT_BAD_SPEC = 2
+EXIT_LOAD_FAILED = 4
+EXIT_PARENT_GONE = 5
+PR_SET_PDEATHSIG = 1
+
+
+def main() -> None:
+    try:
+        spec = decode_spec(os.environ[SPEC_ENV])
+    except (KeyError, ValueError) as exc:
+        print(f"gpu_worker: no valid {SPEC_ENV} in the environment ({exc}); "
+              "the worker is started by `gpu-server serve`", file=sys.stderr)
+        sys.exit(EXIT_BAD_SPEC)
+    jsonlog.setup(spec.node_id, "gpu_worker", spec.log_level, capture_stdout())
+    _die_with_parent(spec.parent_pid)
+    try:
+        code = WorkerProcess(spec).run()
+    except Exception:
+        events.exception("worker_internal_error")
+        code = EXIT_INTERNAL_ERROR
+    logging.shutdown()
+    # os._exit: no waiting on a job thread stuck in a kernel, no slow interpreter teardown.
+    os._exit(code)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL us when the supervisor dies, even by SIGKILL."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the I/O loop's getppid() check still catches it
+    if os.getppid() != parent_pid:  # died before prctl took effect
+        os._exit(EXIT_PARENT_GONE)
+
+
+class WorkerProcess:
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, spec.worker_id.encode())
+        # Long enough for a last StartupFailed to leave before the process exits.
+        self.sock.setsockopt(zmq.LINGER, 2000)
+        self.results = self.ctx.socket(zmq.PULL)
+        self.results.bind(RESULTS_ENDPOINT)
+        self.jobs: queue.Queue = queue.Queue()
+        self.current_job: str | None = None
+        self.cancel_event = threading.Event()
+        self.decoder = codec.supervisor_message_decoder()
+
+    def send(self, message, *blobs) -> None:
+        self.sock.send_multipart(codec.encode(message, *blobs), copy=False)
+
+    def run(self) -> int:
+        spec = self.spec
+        self.sock.connect(spec.endpoint)
+        self.send(Hello(protocol=PROTOCOL_VERSION, worker_id=spec.worker_id, pid=os.getpid()))
+        events.info("worker_loading", pid=os.getpid(), backend=spec.backend, device=spec.device)
+        context = BackendContext(spec.device, spec.backend_settings, spec.max_pixels, spec.config_dir)
+        try:
+            engine = Engine.load(spec.backend, context, spec.model_version)
+        except Exception as exc:
+            events.exception("worker_load_failed", backend=spec.backend)
+            self.send(StartupFailed(reason=type(exc).__name__, message=str(exc)))
+            self.close()
+            return EXIT_LOAD_FAILED
+        info = engine.info
+        self.send(
+            Ready(
+                backend=info.backend,
+                model_version=info.model_version,
+                device=info.device,
+                load_time_s=engine.load_time_s,
+                torch_version=info.torch_version,
+                comfyui_version=info.comfyui_version,
+            )
+        )
+        events.info("worker_ready", load_time_s=round(engine.load_time_s, 3), **info._asdict())
+        thread = threading.Thread(target=self._job_thread, args=(engine,), name="job", daemon=True)
+        thread.start()
+        code = self._io_loop()
+        self.close()
+        return code
+
+    def close(self) -> None:
+        """Flush what is still queued for the supervisor (up to LINGER), then let go.
+
+        The context is terminated from a helper thread with a deadline: termination waits
+        for every socket, and a job thread stuck inside a kernel never closes its own.
+        """
+        self.jobs.put(None)  # the job thread closes its socket once it is free
+        self.results.close(linger=0)
+        self.sock.close()
+        terminator = threading.Thread(target=self.ctx.term, name="zmq-term", daemon=True)
+        terminator.start()
+        terminator.join(timeout=3.0)
+
+    # --- main thread -----------------------------------------------------------------
+
+    def _io_loop(self) -> int:
+        interval = self.spec.heartbeat_interval_s
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.results, zmq.POLLIN)
+        next_beat = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= next_beat:
+                self.send(Heartbeat(busy=self.current_job is not None, job_id=self.current_job))
+                next_beat = now + interval
+            ready = dict(poller.poll(max(0.0, next_beat - now) * 1000))
+            if os.getppid() != self.spec.parent_pid:
+                events.error("worker_parent_gone", parent_pid=self.spec.parent_pid)
+                return EXIT_PARENT_GONE
+            if self.results in ready:
+                # Forward the job thread's result as it is: no decode, no copy.
+                self.sock.send_multipart(self.results.recv_multipart(copy=False), copy=False)
+                self.current_job = None
+            if self.sock in ready:
+                frames = self.sock.recv_multipart(copy=False)
+                try:
+                    message, blobs = self.decoder.decode(frames)
+                except codec.ProtocolError as exc:
+                    events.error("worker_protocol_error", error=str(exc))
+                    continue
+                if isinstance(message, Shutdown):
+                    events.info("worker_stopping", busy=self.current_job is not None)
+                    self.cancel_event.set()
+                    return 0
+                self._on_message(message, blobs)
+
+    def _on_message(self, message, blobs: list) -> None:
+        if isinstance(message, RunJob):
+            if self.current_job is not None:
+                # The supervisor sends one job at a time; refuse rather than queue silently.
+                self.send(JobFailed(job_id=message.job_id, error_code="backend_error",
+                                    message=f"worker busy with {self.current_job}"))
+                return
+            self.current_job = message.job_id
+            self.cancel_event = threading.Event()
+            inputs = JobInputs(
+                job_id=message.job_id,
+                person_image=codec.frame_bytes(blobs[0]),
+                garment_image=codec.frame_bytes(blobs[1]),
+                seed=message.seed,
+                output_format=message.output_format,
+                steps=message.steps,
+                prompt=message.prompt,
+            )
+            self.jobs.put((inputs, self.cancel_event))
+        elif isinstance(message, CancelJob):
+            if message.job_id == self.current_job:
+                self.cancel_event.set()
+
+    # --- job thread ------------------------------------------------------------------
+
+    def _job_thread(self, engine: Engine) -> None:
+        push = self.ctx.socket(zmq.PUSH)
+        push.connect(RESULTS_ENDPOINT)
+        while True:
+            item = self.jobs.get()
+            if item is None:
+                push.close(linger=0)
+                return
+            inputs, cancelled = item
+            events.info("inference_started", job_id=inputs.job_id, seed=inputs.seed, steps=inputs.steps)
+            outcome = engine.run(inputs, cancelled)
+            if outcome.output is not None:
+                out = outcome.output
+                events.info(
+                    "inference_completed", job_id=inputs.job_id, inference_ms=round(out.inference_ms, 1),
+                    decode_ms=round(out.decode_ms, 1), encode_ms=round(out.encode_ms, 1),
+                    width=out.width, height=out.height, bytes=len(out.image),
+                )
+                frames = codec.encode(
+                    JobSucceeded(
+                        job_id=inputs.job_id, content_type=out.content_type, width=out.width,
+                        height=out.height, inference_ms=out.inference_ms, decode_ms=out.decode_ms,
+                        encode_ms=out.encode_ms,
+                    ),
+                    out.image,
+                )
+            else:
+                error = outcome.error
+                assert error is not None
+                events.warning("inference_failed", job_id=inputs.job_id, error_code=error.code, error=error.message)
+                frames = codec.encode(JobFailed(job_id=inputs.job_id, error_code=error.code, message=error.message))
+            push.send_multipart(frames, copy=False)
