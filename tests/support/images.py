@@ -1,0 +1,72 @@
+"""Images the tests make themselves."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+
+from PIL import Image, ImageDraw
+
+
+def person(width: int = 384, height: int = 512, fmt: str = "JPEG") -> bytes:
+    image = Image.new("RGB", (width, height), (200, 190, 180))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((width * 0.4, height * 0.08, width * 0.6, height * 0.25), fill=(230, 200, 170))
+    draw.rectangle((width * 0.3, height * 0.25, width * 0.7, height * 0.8), fill=(60, 80, 140))
+    return encode(image, fmt)
+
+
+def garment(width: int = 256, height: int = 300, fmt: str = "PNG") -> bytes:
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((width * 0.2, height * 0.1, width * 0.8, height * 0.9), fill=(200, 30, 60))
+    return encode(image, fmt)
+
+
+def solid(width: int, height: int, fmt: str = "PNG", color=(90, 120, 150)) -> bytes:
+    """Large in pixels, tiny in bytes (compresses to almost nothing)."""
+    return encode(Image.new("RGB", (width, height), color), fmt)
+
+
+def noise(width: int, height: int, fmt: str = "PNG") -> bytes:
+    """Incompressible: about width x height x 3 bytes whatever the format."""
+    return encode(Image.frombytes("RGB", (width, height), os.urandom(width * height * 3)), fmt)
+
+
+def encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height; the pixel data is a token few bytes."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def truncated_jpeg() -> bytes:
+    """A JPEG whose header parses but whose data stops half way."""
+    data = person(fmt="JPEG")
+    return data[: len(data) // 2]
+
+
+def gif() -> bytes:
+    return encode(Image.new("P", (8, 8)), "GIF")
+
+
+# A person image that makes the reference backend work for a few seconds at 100 steps
+# (1024 x 1024 pixels, a few kilobytes): long enough to be "still running" in a test.
+LONG_JOB_PERSON = solid(1024, 1024)
+LONG_JOB_CONFIG = {"steps": 100}
