@@ -49,7 +49,9 @@ async def read_form(
         boundary,
         content_length=-1 if content_length is None else content_length,
         max_segment_count=MAX_PARTS,
-        strict=True,
+        # Not strict: strict mode refuses the epilogue CRLF after the closing boundary
+        # when it arrives in a chunk of its own, which depends on the network.
+        strict=False,
     )
     form: Form = {}
     received = 0

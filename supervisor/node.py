@@ -127,6 +127,7 @@ class Node:
         finally:
             again.cancel()
         if not idle.done():
+            self.worker.stop_restarting()
             self._end_unfinished(JobResult.failure("shutdown", "the node stopped before the job could finish"))
             try:
                 await asyncio.wait_for(idle, timeout=5.0)

@@ -134,17 +134,21 @@ class WorkerSupervisor:
             loop.create_task(self._lifecycle(), name="worker-lifecycle"),
         ]
 
-    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """Ask the worker to exit, kill its process group if it does not, stop watching."""
+    def stop_restarting(self) -> None:
+        """From now on a worker that exits stays down (the node is stopping)."""
         self._stopping.set()
+
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Ask an idle worker to exit, kill it otherwise (or if it does not), stop watching."""
+        self.stop_restarting()
         gen = self._gen
-        if gen is not None and gen.process.returncode is None:
-            if gen.running is None:
-                await self._send(gen, Shutdown())
-                try:
-                    await asyncio.wait_for(asyncio.shield(gen.exited), grace_s)
-                except asyncio.TimeoutError:
-                    events.warning("worker_stop_timeout", pid=gen.pid, grace_s=grace_s)
+        if gen is not None and self.state is WorkerState.READY:
+            # Only an idle, loaded worker reads its socket; anything else is killed.
+            await self._send(gen, Shutdown())
+            try:
+                await asyncio.wait_for(asyncio.shield(gen.exited), grace_s)
+            except asyncio.TimeoutError:
+                events.warning("worker_stop_timeout", pid=gen.pid, grace_s=grace_s)
         # The lifecycle ends once no worker is alive; a worker spawned meanwhile is killed.
         lifecycle = self._tasks[1]
         while not lifecycle.done():

@@ -33,3 +33,23 @@ def test_ipc_endpoint_lives_in_a_private_directory(node):
     path = Path(sockets[0].split()[-1])
     mode = stat.S_IMODE(path.parent.stat().st_mode)
     assert mode == 0o700, oct(mode)
+
+
+def test_worker_does_not_outlive_a_supervisor_killed_with_sigkill(tmp_path, receiver):
+    import signal
+    import time
+
+    from tests.support.node import NodeProcess
+
+    victim = NodeProcess(tmp_path, receiver.url).start()
+    worker = victim.worker_pid()
+    victim.signal(signal.SIGKILL)
+    victim.wait_exit(10)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and Path(f"/proc/{worker}").exists():
+        stat_line = Path(f"/proc/{worker}/stat").read_text()
+        if stat_line.split(") ")[1].split()[0] == "Z":
+            break
+        time.sleep(0.05)
+    alive = Path(f"/proc/{worker}").exists() and Path(f"/proc/{worker}/stat").read_text().split(") ")[1].split()[0] != "Z"
+    assert not alive, "the worker outlived its supervisor"

@@ -11,7 +11,11 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
+import io
+from urllib.parse import parse_qsl
+
 from aiohttp import web
+from multipart import MultipartParser, parse_options_header
 
 
 @dataclass
@@ -20,6 +24,7 @@ class Callback:
     fields: dict[str, str]
     files: dict[str, tuple[str, str, bytes]]  # name -> (filename, content type, data)
     content_type: str
+    raw: bytes
     answered: int = 200
 
 
@@ -64,18 +69,12 @@ class CallbackReceiver:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def _handle(self, request: web.Request) -> web.Response:
-        fields: dict[str, str] = {}
-        files: dict[str, tuple[str, str, bytes]] = {}
-        # post() reads multipart and urlencoded alike; tests assert which one came.
-        for name, value in (await request.post()).items():
-            if isinstance(value, web.FileField):
-                files[name] = (value.filename, value.content_type, value.file.read())
-            else:
-                fields[name] = value
+        raw = await request.read()
+        fields, files = _parse_form(raw, request.headers.get("Content-Type", ""))
         with self._cond:
             reply = self.script.popleft() if self.script else Reply()
             self.calls.append(
-                Callback(dict(request.headers), fields, files, request.headers.get("Content-Type", ""), reply.status)
+                Callback(dict(request.headers), fields, files, request.headers.get("Content-Type", ""), raw, reply.status)
             )
             self._cond.notify_all()
         return web.json_response({"ok": reply.status < 300}, status=reply.status, headers=reply.headers)
@@ -96,3 +95,18 @@ class CallbackReceiver:
 
     async def await_callback(self, job_id: str, count: int = 1, timeout: float = 60.0) -> list[Callback]:
         return await asyncio.to_thread(self.wait_for, job_id, count, timeout)
+
+
+def _parse_form(raw: bytes, content_type: str) -> tuple[dict[str, str], dict[str, tuple[str, str, bytes]]]:
+    """Multipart or urlencoded alike (tests assert which one came, from content_type)."""
+    mime, options = parse_options_header(content_type)
+    if mime != "multipart/form-data":
+        return dict(parse_qsl(raw.decode(errors="replace"))), {}
+    fields: dict[str, str] = {}
+    files: dict[str, tuple[str, str, bytes]] = {}
+    for part in MultipartParser(io.BytesIO(raw), options["boundary"]):
+        if part.filename is not None:
+            files[part.name] = (part.filename, part.content_type, part.raw)
+        else:
+            fields[part.name] = part.value
+    return fields, files

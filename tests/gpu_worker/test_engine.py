@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from gpu_worker.engine import (
+    BackendContext, BackendNotFound, Engine, JobCancelled, JobError, JobInputs, JobOutput, LoadInfo, backend_class,
+)
+
+CONTEXT = BackendContext("cpu", {"behaviour": "ok"}, 10**8, ".")
+INPUTS = JobInputs("j1", b"p", b"g", seed=1, output_format="png")
+
+
+class ScriptedBackend:
+    """Does what its settings say, so the engine's rules can be checked one by one."""
+
+    def __init__(self, context: BackendContext) -> None:
+        self.behaviour = context.settings["behaviour"]
+        self.freed = 0
+
+    def load(self) -> LoadInfo:
+        if self.behaviour == "load_fails":
+            raise FileNotFoundError("weights.safetensors")
+        return LoadInfo(backend="scripted", model_version="scripted-1", device="cpu")
+
+    def run(self, inputs, cancelled):
+        if self.behaviour == "ok":
+            return JobOutput(b"img", "image/png", 1, 1, inference_ms=1.0)
+        if self.behaviour == "job_error":
+            raise JobError("invalid_input", "garment_image: broken")
+        if self.behaviour == "oom":
+            raise MemoryError("host out of memory")
+        if self.behaviour == "torch_oom":
+            import torch
+
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if self.behaviour == "cancel":
+            raise JobCancelled()
+        raise RuntimeError("a bug in the backend")
+
+    def free_memory(self) -> None:
+        self.freed += 1
+
+
+def engine(behaviour: str) -> Engine:
+    context = CONTEXT._replace(settings={"behaviour": behaviour})
+    return Engine.load("tests.gpu_worker.test_engine:ScriptedBackend", context)
+
+
+def test_backends_by_name_and_by_import_path():
+    assert backend_class("reference").__name__ == "ReferenceBackend"
+    assert backend_class("tests.gpu_worker.test_engine:ScriptedBackend") is ScriptedBackend
+    with pytest.raises(BackendNotFound):
+        backend_class("no.such.module:Thing")
+    with pytest.raises(BackendNotFound):
+        backend_class("tests.gpu_worker.test_engine:NoSuchClass")
+
+
+def test_load_reports_info_and_an_overridden_model_version():
+    e = Engine.load("tests.gpu_worker.test_engine:ScriptedBackend", CONTEXT, model_version="tryon-2026-11")
+    assert e.info.model_version == "tryon-2026-11" and e.info.backend == "scripted"
+    assert e.load_time_s >= 0
+
+
+def test_a_load_failure_propagates_for_the_worker_to_report():
+    with pytest.raises(FileNotFoundError):
+        engine("load_fails")
+
+
+def test_success():
+    outcome = engine("ok").run(INPUTS, threading.Event())
+    assert outcome.error is None and outcome.output.image == b"img"
+
+
+@pytest.mark.parametrize(
+    "behaviour, code, words",
+    [
+        ("job_error", "invalid_input", "garment_image"),
+        ("oom", "out_of_memory", "host out of memory"),
+        ("torch_oom", "out_of_memory", "CUDA out of memory"),
+        ("cancel", "cancelled", "cancelled"),
+        ("bug", "backend_error", "RuntimeError: a bug in the backend"),
+    ],
+)
+def test_failures_map_onto_contract_error_codes(behaviour, code, words):
+    outcome = engine(behaviour).run(INPUTS, threading.Event())
+    assert outcome.output is None
+    assert outcome.error.code == code and words in outcome.error.message
+
+
+def test_out_of_memory_frees_the_backend_caches_and_the_engine_goes_on():
+    e = engine("oom")
+    e.run(INPUTS, threading.Event())
+    assert e.backend.freed == 1
+    e.backend.behaviour = "ok"
+    assert e.run(INPUTS, threading.Event()).output is not None
+
+
+def test_a_job_cancelled_before_it_starts_never_reaches_the_backend():
+    cancelled = threading.Event()
+    cancelled.set()
+    e = engine("bug")
+    assert e.run(INPUTS, cancelled).error.code == "cancelled"

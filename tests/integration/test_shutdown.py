@@ -1,0 +1,110 @@
+"""SIGTERM / SIGINT: stop taking jobs, finish what runs, deliver, stop the worker, exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from tests.support import images
+from tests.support.client import submit, tryon_form
+from tests.support.node import NodeProcess
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ")[1].split()[0] != "Z"
+
+
+@pytest.fixture
+def fresh_node(tmp_path, receiver):
+    nodes: list[NodeProcess] = []
+
+    def start(**overrides) -> NodeProcess:
+        proc = NodeProcess(tmp_path / f"n{len(nodes)}", receiver.url, overrides)
+        proc.workdir.mkdir()
+        proc.config_path = proc.workdir / "config.yaml"
+        nodes.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in nodes:
+        proc.stop()
+
+
+def _node(tmp_path, receiver, **overrides) -> NodeProcess:
+    workdir = tmp_path / "node"
+    workdir.mkdir(exist_ok=True)
+    return NodeProcess(workdir, receiver.url, overrides).start()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stop_when_idle_is_quick_and_leaves_no_process(tmp_path, receiver, signum):
+    node = _node(tmp_path, receiver)
+    worker = node.worker_pid()
+    node.signal(signum)
+    assert node.wait_exit(30) == 0, node.tail()
+    assert not alive(worker)
+    assert node.events("shutdown_started")[0]["signal"] == signal.Signals(signum).name
+    assert node.events("node_stopped")
+
+
+async def test_sigterm_mid_job_finishes_the_job_and_delivers_its_callback(tmp_path, receiver, http):
+    node = _node(tmp_path, receiver)
+    worker = node.worker_pid()
+    status, _, _ = await submit(
+        http, node.base_url, tryon_form("drain-1", person_image=images.LONG_JOB_PERSON, config=images.LONG_JOB_CONFIG)
+    )
+    assert status == 202
+    node.wait_event("inference_started", job_id="drain-1")
+    node.signal(signal.SIGTERM)
+    node.wait_event("shutdown_started")
+
+    body = node.wait_health(503)
+    assert body["status"] == "draining"
+    status, headers, body = await submit(http, node.base_url, tryon_form("drain-refused"))
+    assert status == 503 and body["error"] == "not_ready" and "Retry-After" in headers
+
+    (callback,) = await receiver.await_callback("drain-1")
+    assert callback.fields["status"] == "succeeded"
+    assert await asyncio.to_thread(node.wait_exit, 60) == 0
+    assert not alive(worker)
+    assert not receiver.for_job("drain-refused")
+
+
+async def test_jobs_still_running_at_the_drain_deadline_fail_with_shutdown(tmp_path, receiver, http):
+    node = _node(tmp_path, receiver, shutdown={"drain_timeout_s": 0.5})
+    worker = node.worker_pid()
+    status, _, _ = await submit(
+        http, node.base_url, tryon_form("deadline-1", person_image=images.LONG_JOB_PERSON, config=images.LONG_JOB_CONFIG)
+    )
+    assert status == 202
+    node.wait_event("inference_started", job_id="deadline-1")
+    node.signal(signal.SIGTERM)
+    (callback,) = await receiver.await_callback("deadline-1")
+    assert callback.fields["status"] == "failed"
+    assert callback.fields["error_code"] == "shutdown"
+    assert await asyncio.to_thread(node.wait_exit, 60) == 0
+    assert not alive(worker)
+
+
+async def test_a_second_signal_stops_without_waiting_for_the_drain(tmp_path, receiver, http):
+    node = _node(tmp_path, receiver, shutdown={"drain_timeout_s": 600})
+    status, _, _ = await submit(
+        http, node.base_url, tryon_form("twice-1", person_image=images.LONG_JOB_PERSON, config=images.LONG_JOB_CONFIG)
+    )
+    assert status == 202
+    node.wait_event("inference_started", job_id="twice-1")
+    node.signal(signal.SIGTERM)
+    node.wait_event("shutdown_started")
+    node.signal(signal.SIGTERM)
+    (callback,) = await receiver.await_callback("twice-1")
+    assert callback.fields["error_code"] == "shutdown"
+    assert await asyncio.to_thread(node.wait_exit, 60) == 0

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from supervisor import config as cfg
+
+MINIMAL = """
+node_id: node-1
+auth: {tokens: ["0123456789abcdef"]}
+callback: {url: "http://127.0.0.1:9/cb", token: t}
+"""
+
+
+def problems_of(text: str, env: dict | None = None) -> list[str]:
+    with pytest.raises(cfg.ConfigError) as caught:
+        cfg.parse(textwrap.dedent(text), env or {})
+    return caught.value.problems
+
+
+def test_minimal_file_gets_the_contract_defaults():
+    config = cfg.parse(MINIMAL, {})
+    assert config.server.host == "127.0.0.1" and config.server.port == 8080
+    assert config.server.max_body_bytes == 50 * cfg.MiB
+    assert config.callback.timeout_s == 10 and config.callback.max_retries == 3
+    assert config.queue.max_pending == 0
+    assert config.images.max_bytes == 20 * cfg.MiB and config.images.max_pixels == 36_000_000
+    assert config.images.output_format == "png"
+    assert config.worker.backend == "reference" and config.worker.device == "auto"
+    assert config.worker.max_backoff_s == 60 and config.worker.healthy_after_s == 60
+    assert config.jobs.retention_s == 3600 and config.shutdown.drain_timeout_s == 60
+    assert config.logging.level == "INFO" and config.metrics.token is None
+
+
+def test_environment_expansion_with_defaults_and_type_conversion():
+    text = MINIMAL + 'server: {port: "${PORT:-9000}", host: "${HOST}"}\nqueue: {max_pending: "${Q}"}\n'
+    config = cfg.parse(text, {"HOST": "0.0.0.0", "Q": "3"})
+    assert config.server.port == 9000  # the string from the default became an int
+    assert config.server.host == "0.0.0.0"
+    assert config.queue.max_pending == 3
+
+
+def test_dollar_dollar_is_a_literal_dollar():
+    config = cfg.parse(MINIMAL.replace("token: t", 'token: "a$$b${X}"'), {"X": "c"})
+    assert config.callback.token == "a$bc"
+
+
+def test_unset_variable_without_default_is_an_error_naming_key_and_variable():
+    problems = problems_of(MINIMAL.replace("token: t", 'token: "${SECRET}"'))
+    assert problems == ["callback.token: environment variable SECRET is not set and has no default"]
+
+
+def test_every_section_reports_its_problem():
+    problems = problems_of(
+        """
+        node_id: "bad id"
+        server: {port: 0}
+        auth: {tokens: []}
+        callback: {url: "http://x/cb", token: t, timeout_s: -1}
+        worker: {device: gpu, backend: "not a path"}
+        unknown_section: {}
+        """
+    )
+    keys = {p.split(":")[0] for p in problems}
+    assert keys == {"node_id", "server.port", "auth.tokens", "callback.timeout_s", "worker.device", "unknown_section"}
+
+
+def test_unknown_keys_inside_a_section_are_rejected():
+    problems = problems_of(MINIMAL + "server: {prot: 1}\n")
+    assert len(problems) == 1 and problems[0].startswith("server:") and "prot" in problems[0]
+
+
+def test_required_keys():
+    problems = problems_of("node_id: n\n")
+    assert {p.split(":")[0] for p in problems} == {"auth", "callback"}
+
+
+@pytest.mark.parametrize("url", ["ftp://x/cb", "127.0.0.1:9/cb", "http:///nohost"])
+def test_callback_url_must_be_http_with_a_host(url):
+    problems = problems_of(MINIMAL.replace("http://127.0.0.1:9/cb", url))
+    assert problems == ["callback.url: must be an http:// or https:// URL with a host"]
+
+
+def test_short_tokens_are_refused():
+    problems = problems_of(MINIMAL.replace("0123456789abcdef", "short"))
+    assert problems[0].startswith("auth.tokens[0]:")
+
+
+def test_image_limit_larger_than_the_body_limit_is_an_error():
+    problems = problems_of(MINIMAL + "images: {max_bytes: 2000}\nserver: {max_body_bytes: 1024}\n")
+    assert problems[0].startswith("images.max_bytes:")
+
+
+@pytest.mark.parametrize("backend", ["reference", "comfyui", "tests.support.backends:Flaky", "pkg.mod:Class"])
+def test_backend_by_name_or_import_path(backend):
+    extra = "model: {comfyui: {path: /opt/ComfyUI}}\n" if backend == "comfyui" else ""
+    config = cfg.parse(MINIMAL + f"worker: {{backend: '{backend}'}}\n" + extra, {})
+    assert config.worker.backend == backend
+
+
+def test_backend_settings_are_the_section_of_the_chosen_backend():
+    config = cfg.parse(MINIMAL + "model: {reference: {default_steps: 3}, custom: {crash: true}}\n", {})
+    assert config.backend_settings() == {"default_steps": 3}
+    custom = cfg.parse(MINIMAL + "worker: {backend: 'a.b:C'}\nmodel: {custom: {crash: true}}\n", {})
+    assert custom.backend_settings() == {"crash": True}
+
+
+def test_not_yaml_and_not_a_mapping():
+    assert problems_of("key: [unclosed")[0].startswith("(file): not valid YAML")
+    assert problems_of("- a\n- b\n") == ["(file): the top level must be a mapping of keys"]
+
+
+def test_load_resolves_the_path_and_reports_a_missing_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(MINIMAL)
+    loaded = cfg.load(path, {})
+    assert loaded.path == path.resolve() and loaded.base_dir == tmp_path.resolve()
+    with pytest.raises(cfg.ConfigError) as caught:
+        cfg.load(tmp_path / "missing.yaml", {})
+    assert "missing.yaml" in caught.value.problems[0]
+
+
+def test_resolve_path_order():
+    assert str(cfg.resolve_path("a.yaml", {cfg.PATH_ENV: "b.yaml"})) == "a.yaml"
+    assert str(cfg.resolve_path(None, {cfg.PATH_ENV: "b.yaml"})) == "b.yaml"
+    assert str(cfg.resolve_path(None, {})) == cfg.DEFAULT_PATH

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import pytest
+
+from supervisor.images import TooManyPixels, UnsupportedImage, read_header
+from tests.support import images
+
+
+@pytest.mark.parametrize("fmt, expected", [("JPEG", "JPEG"), ("PNG", "PNG"), ("WEBP", "WEBP")])
+def test_accepted_formats_are_judged_from_the_bytes(fmt, expected):
+    header = read_header(images.solid(30, 20, fmt), 10_000)
+    assert header == (expected, 30, 20)
+    assert header.pixels == 600
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"hello", images.gif(), images.encode(images.Image.new("RGB", (4, 4)), "BMP"), b"\x89PNG\r\n\x1a\n" + b"\0" * 20],
+)
+def test_anything_else_is_unsupported(data):
+    with pytest.raises(UnsupportedImage):
+        read_header(data, 10_000)
+
+
+def test_pixel_limit_is_inclusive():
+    read_header(images.solid(100, 100), 10_000)
+    with pytest.raises(TooManyPixels, match="10100 pixels"):
+        read_header(images.solid(101, 100), 10_000)
+
+
+def test_decompression_bomb_header_is_a_pixel_problem_not_a_format_one():
+    with pytest.raises(TooManyPixels):
+        read_header(images.png_claiming(30000, 30000), 36_000_000)
+
+
+def test_a_truncated_jpeg_still_has_a_readable_header():
+    # Only the worker's full decode can tell; the header check lets it through.
+    assert read_header(images.truncated_jpeg(), 10**8).format == "JPEG"

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from supervisor.errors import ApiError
+from supervisor.multipart_form import FormPart
+from supervisor.tryon_form import JobOptions, validate
+from tests.support import images
+
+PERSON = images.person(64, 80)
+GARMENT = images.garment(32, 40)
+
+
+def form(**fields) -> dict[str, list[FormPart]]:
+    base = {
+        "job_id": b"job-1", "user_id": b"u.1", "session_id": b"s:1", "provider": b"qwen",
+        "person_image": PERSON, "garment_image": GARMENT,
+    }
+    base.update(fields)
+    out: dict[str, list[FormPart]] = {}
+    for name, value in base.items():
+        if value is None:
+            continue
+        values = value if isinstance(value, list) else [value]
+        out[name] = [FormPart(None, v if isinstance(v, bytes) else json.dumps(v).encode()) for v in values]
+    return out
+
+
+def error_of(f, max_pixels: int = 36_000_000) -> ApiError:
+    with pytest.raises(ApiError) as caught:
+        validate(f, max_pixels)
+    return caught.value
+
+
+def test_a_valid_form():
+    submission = validate(form(config={"seed": 3, "steps": 10, "prompt": "red", "output_format": "webp"}), 10**8)
+    assert submission.job_id == "job-1" and submission.user_id == "u.1" and submission.session_id == "s:1"
+    assert submission.options == JobOptions(seed=3, steps=10, prompt="red", output_format="webp")
+    assert submission.person_header.format == "JPEG" and submission.person_header.width == 64
+    assert submission.garment_header.format == "PNG"
+    assert submission.person_image == PERSON
+
+
+def test_config_is_optional_and_its_keys_too():
+    assert validate(form(), 10**8).options == JobOptions()
+    assert validate(form(config={}), 10**8).options == JobOptions()
+    assert validate(form(config={"seed": None}), 10**8).options == JobOptions()
+
+
+@pytest.mark.parametrize("value", [b"{", b"[]", b"3", b"\xff\xfe"])
+def test_config_that_is_not_a_json_object_is_400(value):
+    assert error_of(form(config=value)).status == 400
+
+
+def test_400_wins_over_422():
+    assert error_of(form(config=b"nope", provider=None)).status == 400
+
+
+def test_every_problem_in_one_422():
+    error = error_of(
+        form(job_id=b"a b", user_id=None, provider=b"dalle", session_id=[b"s1", b"s2"],
+             config={"steps": 101, "seed": True, "colour": "red"}, garment_image=b"")
+    )
+    assert error.status == 422 and error.code == "validation_failed"
+    assert {d.field for d in error.details} == {
+        "job_id", "user_id", "provider", "session_id", "config.steps", "config.seed", "config.colour", "garment_image",
+    }
+    by_field = {d.field: d.message for d in error.details}
+    assert by_field["session_id"] == "given more than once"
+    assert by_field["user_id"] == "required"
+    assert "unknown option" in by_field["config.colour"]
+
+
+@pytest.mark.parametrize("job_id", [b"", b"x" * 129, b"a/b", b"caf\xc3\xa9", b"tab\tid", b"\xff"])
+def test_ids_outside_the_alphabet_or_length(job_id):
+    error = error_of(form(job_id=job_id))
+    assert [d.field for d in error.details] == ["job_id"]
+
+
+def test_ids_at_the_edges_are_fine():
+    assert validate(form(job_id=b"x" * 128), 10**8).job_id == "x" * 128
+    assert validate(form(job_id=b"A-z_0.9:"), 10**8).job_id == "A-z_0.9:"
+
+
+def test_config_over_16_kib_is_422():
+    error = error_of(form(config={"prompt": "x" * 17000}))
+    assert [d.field for d in error.details] == ["config"]
+
+
+def test_unsupported_bytes_are_415_after_field_checks():
+    assert error_of(form(person_image=b"GIF89a....")).status == 415
+    assert error_of(form(person_image=b"GIF89a....", provider=b"x")).status == 422
+
+
+def test_pixel_limit_is_a_422_on_the_image_field():
+    error = error_of(form(garment_image=images.png_claiming(100, 100)), max_pixels=9_999)
+    assert error.status == 422 and [d.field for d in error.details] == ["garment_image"]
+
+
+def test_415_wins_over_the_pixel_limit():
+    error = error_of(form(person_image=b"text", garment_image=images.png_claiming(30000, 30000)))
+    assert error.status == 415
