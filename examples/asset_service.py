@@ -1,0 +1,74 @@
+"""A local stand-in for the Asset Service: receives callbacks, keeps the last ones.
+
+`python examples/asset_service.py --port 8090` runs it alone; `make demo` starts it itself.
+It checks the callback token and answers 200; the received images are saved to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+Received = dict  # {"fields": {...}, "image": bytes | None, "content_type": str | None}
+
+
+def make_app(path: str, token: str | None, on_callback: Callable[[Received], None]) -> web.Application:
+    async def callback(request: web.Request) -> web.Response:
+        if token is not None and request.headers.get("X-Internal-Auth") != token:
+            return web.json_response({"error": "unauthorized"}, status=401)
+        fields: dict[str, str] = {}
+        image = content_type = None
+        reader = await request.multipart()
+        async for part in reader:
+            if part.name == "output_image":
+                image, content_type = bytes(await part.read()), part.headers.get("Content-Type")
+            else:
+                fields[part.name] = await part.text()
+        on_callback({"fields": fields, "image": image, "content_type": content_type})
+        return web.json_response({"status": "stored", "job_id": fields.get("job_id")})
+
+    app = web.Application(client_max_size=128 * 1024 * 1024)
+    app.router.add_post(path, callback)
+    return app
+
+
+async def start(url: str, token: str | None, on_callback: Callable[[Received], None]) -> web.AppRunner:
+    """Listen on the host, port and path of `url` (the node's callback.url)."""
+    parts = urlsplit(url)
+    runner = web.AppRunner(make_app(parts.path or "/", token, on_callback), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, parts.hostname or "127.0.0.1", parts.port or 80).start()
+    return runner
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", default="http://127.0.0.1:8090/callback")
+    parser.add_argument("--token", default=None, help="expected X-Internal-Auth (default: accept any)")
+    parser.add_argument("--out", default="examples/output", help="where received images go")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save(received: Received) -> None:
+        fields = received["fields"]
+        print({k: v for k, v in fields.items()}, flush=True)
+        if received["image"] is not None:
+            suffix = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(received["content_type"], "bin")
+            (out / f"{fields.get('job_id', 'job')}.{suffix}").write_bytes(received["image"])
+
+    async def serve() -> None:
+        await start(args.url, args.token, save)
+        print(f"Asset Service stand-in listening on {args.url}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
