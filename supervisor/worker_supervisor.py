@@ -161,14 +161,17 @@ class WorkerSupervisor:
             self._sock.close(linger=0)
         self._ctx.term()
 
-    def abort(self, result: JobResult, why: str) -> None:
-        """Kill the worker now; its running job (if any) ends with `result`."""
+    def abort(self, result: JobResult, why: str, reason: str = "watchdog") -> None:
+        """Kill the worker now; its running job (if any) ends with `result`.
+
+        `reason` is the restart reason it is counted under, should it be restarted.
+        """
         gen = self._gen
         if gen is None or gen.process.returncode is not None:
             return
         gen.abort_result = result
-        events.warning("worker_abort", pid=gen.pid, reason=why)
-        self._kill(gen, why)
+        events.warning("worker_abort", pid=gen.pid, why=why)
+        self._kill(gen, reason)
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
@@ -194,7 +197,7 @@ class WorkerSupervisor:
         if not sent:
             # The worker's socket is gone: it is dead or dying. The job never reached it.
             gen.running = None
-            self.abort(JobResult.failure("worker_crashed", "unreachable"), "unreachable")
+            self.abort(JobResult.failure("worker_crashed", "unreachable"), "the worker's socket is gone")
             raise WorkerUnavailable("the worker could not be reached")
         return await future
 
