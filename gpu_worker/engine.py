@@ -15,6 +15,11 @@ import threading
 import time
 from typing import Any, NamedTuple, Protocol
 
+# The error codes a job may end with in the worker (the supervisor adds worker_crashed,
+# inference_timeout and shutdown). Anything else a backend raises becomes backend_error.
+WORKER_ERROR_CODES = frozenset({"invalid_input", "out_of_memory", "backend_error", "cancelled"})
+OUTPUT_CONTENT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
+
 BUILTIN_BACKENDS = {
     "reference": "gpu_worker.backends.reference:ReferenceBackend",
     "comfyui": "gpu_worker.backends.comfyui:ComfyUIBackend",
@@ -132,20 +137,43 @@ class Engine:
         return cls(backend, info, time.perf_counter() - started)
 
     def run(self, inputs: JobInputs, cancelled: threading.Event) -> Outcome:
+        """Never raises: a bug, a bad output or an out-of-memory costs this job only."""
         if cancelled.is_set():
             return Outcome(None, JobCancelled("cancelled before it started"))
         try:
-            return Outcome(self.backend.run(inputs, cancelled), None)
+            return Outcome(checked_output(self.backend.run(inputs, cancelled)), None)
         except JobError as exc:
+            if exc.code not in WORKER_ERROR_CODES:
+                return Outcome(None, JobError("backend_error", f"{exc.code}: {exc.message}"))
             return Outcome(None, exc)
-        except Exception as exc:  # one job's failure must not end the worker
+        except Exception as exc:
             if is_out_of_memory(exc):
                 self._free_memory()
                 return Outcome(None, JobError("out_of_memory", f"out of memory: {exc}"))
             return Outcome(None, JobError("backend_error", f"{type(exc).__name__}: {exc}"))
 
     def _free_memory(self) -> None:
-        gc.collect()
-        free = getattr(self.backend, "free_memory", None)
-        if free is not None:
-            free()
+        try:
+            gc.collect()
+            free = getattr(self.backend, "free_memory", None)
+            if free is not None:
+                free()
+        except Exception:  # freeing is best effort; the job is failed either way
+            pass
+
+
+def checked_output(output: Any) -> JobOutput:
+    """What a backend returned, in the exact types the wire wants (a numpy int or a
+    memoryview is fine; a wrong content type or a missing image is a backend error)."""
+    content_type = str(output.content_type)
+    if content_type not in OUTPUT_CONTENT_TYPES:
+        raise TypeError(f"the backend returned an output of content type {output.content_type!r}")
+    return JobOutput(
+        image=bytes(output.image),
+        content_type=content_type,
+        width=int(output.width),
+        height=int(output.height),
+        inference_ms=float(output.inference_ms),
+        decode_ms=float(output.decode_ms),
+        encode_ms=float(output.encode_ms),
+    )

@@ -26,8 +26,8 @@ def decode(data: bytes, field: str, max_pixels: int) -> Image.Image:
                 raise JobError("invalid_input", f"{field}: {image.width}x{image.height} is over the pixel limit")
             image.load()  # verify() misses truncated JPEGs; only a full load finds them
             return image.convert("RGB")
-    except JobError:
-        raise
+    except (JobError, MemoryError):
+        raise  # an out-of-memory is the engine's to report, not bad input
     except Exception as exc:  # Pillow raises many types for broken data
         raise JobError("invalid_input", f"{field}: cannot decode the image: {exc}") from None
 

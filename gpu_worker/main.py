@@ -162,18 +162,24 @@ class WorkerProcess:
                 # Forward the job thread's result as it is: no decode, no copy.
                 self.sock.send_multipart(self.results.recv_multipart(copy=False), copy=False)
                 self.current_job = None
-            if self.sock in ready:
-                frames = self.sock.recv_multipart(copy=False)
-                try:
-                    message, blobs = self.decoder.decode(frames)
-                except codec.ProtocolError as exc:
-                    events.error("worker_protocol_error", error=str(exc))
-                    continue
-                if isinstance(message, Shutdown):
-                    events.info("worker_stopping", busy=self.current_job is not None)
-                    self.cancel_event.set()
-                    return 0
-                self._on_message(message, blobs)
+            if self.sock in ready and not self._receive():
+                events.info("worker_stopping", busy=self.current_job is not None)
+                self.cancel_event.set()
+                return 0
+
+    def _receive(self) -> bool:
+        """Handle one message from the supervisor; False when told to shut down.
+        (A method of its own so no frame outlives its handling in a local variable.)"""
+        frames = self.sock.recv_multipart(copy=False)
+        try:
+            message, blobs = self.decoder.decode(frames)
+        except codec.ProtocolError as exc:
+            events.error("worker_protocol_error", error=str(exc))
+            return True
+        if isinstance(message, Shutdown):
+            return False
+        self._on_message(message, blobs)
+        return True
 
     def _on_message(self, message, blobs: list) -> None:
         if isinstance(message, RunJob):
@@ -208,7 +214,12 @@ class WorkerProcess:
             if item is None:
                 push.close(linger=0)
                 return
-            inputs, cancelled = item
+            push.send_multipart(self._run_one(engine, *item), copy=False)
+            del item  # the inputs go now, not when the next job arrives
+
+    def _run_one(self, engine: Engine, inputs: JobInputs, cancelled: threading.Event) -> list:
+        """The frames that end this job: a result or a failure, whatever happens here."""
+        try:
             events.info("inference_started", job_id=inputs.job_id, seed=inputs.seed, steps=inputs.steps)
             outcome = engine.run(inputs, cancelled)
             if outcome.output is not None:
@@ -218,7 +229,7 @@ class WorkerProcess:
                     decode_ms=round(out.decode_ms, 1), encode_ms=round(out.encode_ms, 1),
                     width=out.width, height=out.height, bytes=len(out.image),
                 )
-                frames = codec.encode(
+                return codec.encode(
                     JobSucceeded(
                         job_id=inputs.job_id, content_type=out.content_type, width=out.width,
                         height=out.height, inference_ms=out.inference_ms, decode_ms=out.decode_ms,
@@ -226,9 +237,12 @@ class WorkerProcess:
                     ),
                     out.image,
                 )
-            else:
-                error = outcome.error
-                assert error is not None
-                events.warning("inference_failed", job_id=inputs.job_id, error_code=error.code, error=error.message)
-                frames = codec.encode(JobFailed(job_id=inputs.job_id, error_code=error.code, message=error.message))
-            push.send_multipart(frames, copy=False)
+            error = outcome.error
+            assert error is not None
+            events.warning("inference_failed", job_id=inputs.job_id, error_code=error.code, error=error.message)
+            return codec.encode(JobFailed(job_id=inputs.job_id, error_code=error.code, message=error.message))
+        except Exception as exc:  # a bug here must not leave the job without an end
+            events.exception("worker_internal_error", job_id=inputs.job_id)
+            return codec.encode(
+                JobFailed(job_id=inputs.job_id, error_code="backend_error", message=f"worker error: {exc}")
+            )

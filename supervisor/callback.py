@@ -118,25 +118,34 @@ class CallbackSender:
             headers={"X-Internal-Auth": self.config.token},
         )
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
     def submit(self, job: Job) -> None:
         task = asyncio.get_running_loop().create_task(self.deliver(job), name=f"callback-{job.job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def close(self, wait_s: float) -> None:
-        """Give deliveries under way up to `wait_s` to finish, then stop them."""
-        if self._tasks:
-            done, pending = await asyncio.wait(set(self._tasks), timeout=wait_s)
-            for task in pending:
-                task.cancel()
-                job_id = task.get_name().removeprefix("callback-")
-                events.error("callback_failed", job_id=job_id, final=True, reason="node stopped first")
-            if pending:
-                await asyncio.wait(pending)
+    async def close(self, wait_s: float, hurry: asyncio.Future | None = None, hurry_wait_s: float = 0.0) -> None:
+        """Give deliveries under way up to `wait_s` to finish, then stop them. Once `hurry`
+        is done, what is left of the wait shrinks to `hurry_wait_s`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        hurried = False
+        pending = set(self._tasks)
+        while pending:
+            if hurry is not None and hurry.done() and not hurried:
+                hurried = True
+                deadline = min(deadline, loop.time() + hurry_wait_s)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            waiters = pending | ({hurry} if hurry is not None and not hurried else set())
+            await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            pending = {task for task in pending if not task.done()}
+        for task in pending:
+            task.cancel()
+            job_id = task.get_name().removeprefix("callback-")
+            events.error("callback_failed", job_id=job_id, final=True, reason="node stopped first")
+        if pending:
+            await asyncio.wait(pending)
         if self._session is not None:
             await self._session.close()
 

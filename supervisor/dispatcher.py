@@ -1,4 +1,9 @@
-"""Moves admitted jobs onto the worker, one at a time, and records how each one ended."""
+"""Moves admitted jobs onto the worker, one at a time, and records how each one ended.
+
+The dispatcher is the only place that ends the job holding the GPU slot, so a job can
+neither be ended twice nor forgotten, whatever happens meanwhile (a worker death, a
+drain deadline).
+"""
 
 from __future__ import annotations
 
@@ -22,14 +27,18 @@ class Dispatcher:
         worker: WorkerSupervisor,
         callbacks: CallbackSender,
         metrics: Metrics,
+        default_model_version: str | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.worker = worker
         self.callbacks = callbacks
         self.metrics = metrics
+        self.default_model_version = default_model_version
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._aborted = asyncio.Event()
+        self._abort_result: JobResult | None = None
 
     def wake(self) -> None:
         """A job was admitted."""
@@ -40,6 +49,14 @@ class Dispatcher:
         """Until no job runs or waits."""
         await self._idle.wait()
 
+    def abort_current(self, result: JobResult) -> None:
+        """End the job holding the slot with `result`, now, wherever it stands; the node
+        takes no job after this (used at a drain deadline, after the queue was emptied)."""
+        self._abort_result = result
+        self._aborted.set()
+        # A job on the worker ends when the worker dies: its future resolves with `result`.
+        self.worker.abort(result, "the node is stopping")
+
     async def run(self) -> None:
         while True:
             job = self.scheduler.current
@@ -48,27 +65,40 @@ class Dispatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await self.worker.wait_ready()
-            if self.scheduler.current is not job or job.state is not JobState.QUEUED:
-                continue  # ended meanwhile (drain deadline)
+            if not await self._until_worker_ready():
+                assert self._abort_result is not None
+                self.complete(job, self._abort_result)
+                continue
+            try:
+                outcome = await self.worker.start_job(job)
+            except WorkerUnavailable:
+                continue  # never reached the worker: still first in line for the next one
             now = time.monotonic()
-            model_version = self.worker.last_ready.model_version if self.worker.last_ready else None
-            job.mark_dispatched(now, model_version)
+            job.mark_dispatched(now, self._model_version())
             self.metrics.job_queue.observe(now - job.accepted_mono)
             events.info(
                 "job_dispatched", job_id=job.job_id, queue_ms=round((now - job.accepted_mono) * 1000, 1)
             )
-            try:
-                result = await self.worker.run_job(job)
-            except WorkerUnavailable:
-                # Never reached the worker: it waits for the next one, first in line.
-                job.state, job.dispatched_mono = JobState.QUEUED, None
-                continue
-            self.complete(job, result)
+            self.complete(job, await outcome)
+
+    async def _until_worker_ready(self) -> bool:
+        """True once the worker can take a job; False if the node aborts meanwhile."""
+        if self._aborted.is_set():
+            return False
+        waiters = {
+            asyncio.ensure_future(self.worker.wait_ready()),
+            asyncio.ensure_future(self._aborted.wait()),
+        }
+        _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in pending:
+            waiter.cancel()
+        return not self._aborted.is_set()
 
     def complete(self, job: Job, result: JobResult) -> None:
         """Record the end of `job`, free its slot (if it held it) and send its callback."""
         now = time.monotonic()
+        if job.model_version is None:  # ended before it reached the worker
+            job.model_version = self._model_version()
         job.mark_finished(result, now)
         held_s = now - job.dispatched_mono if job.dispatched_mono is not None else None
         if self.scheduler.current is job:
@@ -91,3 +121,7 @@ class Dispatcher:
             self._idle.set()
         else:
             self._wakeup.set()
+
+    def _model_version(self) -> str | None:
+        ready = self.worker.last_ready
+        return ready.model_version if ready is not None else self.default_model_version

@@ -14,11 +14,15 @@ from multipart import MultipartError, MultipartSegment, PushMultipartParser, par
 from supervisor.errors import ApiError
 
 MAX_PARTS = 64
+# Parts without a limit of their own (text fields) are kept up to this many bytes; the
+# rest is counted, not stored, so a huge field cannot cost more memory than this.
+KEEP_BYTES = 64 * 1024
 
 
 class FormPart(NamedTuple):
     filename: str | None
-    data: bytes
+    data: bytes  # for a text part, at most KEEP_BYTES of it
+    size: int  # the part's real size
 
 
 Form = dict[str, list[FormPart]]
@@ -44,7 +48,8 @@ async def read_form(
     max_body_bytes: int,
     part_limits: Mapping[str, int],
 ) -> Form:
-    """Consume the body; `part_limits` caps the size of named parts (the images)."""
+    """Consume the body; `part_limits` caps the size of named parts (the images): over
+    their limit is a 413. Other parts are truncated to KEEP_BYTES (their `size` says)."""
     parser = PushMultipartParser(
         boundary,
         content_length=-1 if content_length is None else content_length,
@@ -72,12 +77,14 @@ async def read_form(
                     limit = part_limits.get(event.name or "")
                 elif event is not None:
                     assert segment is not None
-                    chunks.append(bytes(event))
                     if limit is not None and segment.bytes_received > limit:
                         raise too_large(segment.name or "a part", limit)
+                    if limit is not None or segment.bytes_received - len(event) < KEEP_BYTES:
+                        chunks.append(bytes(event))
                 else:
                     assert segment is not None
-                    part = FormPart(segment.filename, b"".join(chunks))
+                    data = b"".join(chunks)
+                    part = FormPart(segment.filename, data if limit is not None else data[:KEEP_BYTES], segment.size)
                     form.setdefault(segment.name or "", []).append(part)
                     segment, chunks = None, []
         parser.close()

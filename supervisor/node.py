@@ -1,7 +1,9 @@
 """The node: wires the parts together and runs them from start to a clean stop.
 
 Signal handlers only put the signal on a queue; the main coroutine does the work
-(`handle_<signal>` methods, dispatched by name).
+(`handle_<signal>` methods, dispatched by name). A background task that dies of a bug
+puts FATAL on the same queue: the node then stops at once and exits 1, so that systemd
+or Kubernetes restart it, rather than limping on without a dispatcher.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from supervisor.jobs import JobResult, JobStore
 from supervisor.metrics import Metrics
 from supervisor.scheduler import Scheduler
 from supervisor.status import readiness
-from supervisor.worker_supervisor import WorkerSupervisor
+from supervisor.worker_supervisor import WorkerSupervisor, watched
 
 events = EventLog("supervisor.node")
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+FATAL = "fatal"
+EXIT_INTERNAL_ERROR = 1
 
 
 class Node:
@@ -45,13 +49,16 @@ class Node:
         self.runtime_dir = runtime_dir or make_runtime_dir()
         self.worker = WorkerSupervisor(loaded, self.metrics, self.runtime_dir)
         self.worker.on_ready = self._on_worker_ready
+        self.worker.on_fatal = self._fatal
         self.callbacks = CallbackSender(cfg.callback, cfg.node_id, self.metrics)
-        self.dispatcher = Dispatcher(self.scheduler, self.worker, self.callbacks, self.metrics)
+        self.dispatcher = Dispatcher(
+            self.scheduler, self.worker, self.callbacks, self.metrics, cfg.model.version
+        )
         self.admission = Admission(
             cfg, self.jobs, self.scheduler, self.metrics, self.readiness, self.dispatcher.wake
         )
         self.draining = False
-        self._signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
+        self._stop_requests: asyncio.Queue[signal.Signals | str] = asyncio.Queue()
         self.metrics.bind_state(
             busy=lambda: self.scheduler.busy,
             queue_length=lambda: self.scheduler.queue_length,
@@ -68,7 +75,7 @@ class Node:
         cfg = self.config
         loop = asyncio.get_running_loop()
         for signum in HANDLED_SIGNALS:
-            loop.add_signal_handler(signum, self._signals.put_nowait, signum)
+            loop.add_signal_handler(signum, self._stop_requests.put_nowait, signum)
         try:
             server = await self.app.create_server(
                 cfg.server.host, cfg.server.port, access_log=False, return_asyncio_server=True, backlog=1024
@@ -78,40 +85,51 @@ class Node:
             remove_runtime_dir(self.runtime_dir)
             return 1
         assert server is not None
-        await server.startup()
-        events.info(
-            "node_started", host=cfg.server.host, port=cfg.server.port, pid=os.getpid(),
-            version=self.version, git_commit=self.git_commit, backend=cfg.worker.backend,
-            config=str(self.loaded.path),
-        )
-        await self.callbacks.start()
-        await self.worker.start()
-        dispatcher = loop.create_task(self.dispatcher.run(), name="dispatcher")
+        dispatcher = None
         try:
+            await server.startup()
+            events.info(
+                "node_started", host=cfg.server.host, port=cfg.server.port, pid=os.getpid(),
+                version=self.version, git_commit=self.git_commit, backend=cfg.worker.backend,
+                config=str(self.loaded.path),
+            )
+            await self.callbacks.start()
+            await self.worker.start()
+            dispatcher = watched(self.dispatcher.run(), "dispatcher", self._fatal)
             while True:
-                signum = await self._signals.get()
-                handler = getattr(self, f"handle_{signum.name.removeprefix('SIG').lower()}")
+                request = await self._stop_requests.get()
+                if request == FATAL:
+                    await self._drain("internal error", drain_s=0.0)
+                    return EXIT_INTERNAL_ERROR
+                handler = getattr(self, f"handle_{request.name.removeprefix('SIG').lower()}")
                 exit_code = await handler()
                 if exit_code is not None:
                     return exit_code
         finally:
-            dispatcher.cancel()
+            if dispatcher is not None:
+                dispatcher.cancel()
             server.close()
             await server.wait_closed()
             remove_runtime_dir(self.runtime_dir)
             events.info("node_stopped")
 
+    def _fatal(self, why: str) -> None:
+        events.error("node_failing", why=why)
+        self._stop_requests.put_nowait(FATAL)
+
     # --- signals -------------------------------------------------------------------
 
     async def handle_term(self) -> int:
-        return await self._drain("SIGTERM")
+        return await self._drain("SIGTERM", self.config.shutdown.drain_timeout_s)
 
     async def handle_int(self) -> int:
-        return await self._drain("SIGINT")
+        return await self._drain("SIGINT", self.config.shutdown.drain_timeout_s)
 
-    async def _drain(self, why: str) -> int:
-        """Stop taking jobs, let running and queued ones finish until the deadline, stop."""
-        drain_s = self.config.shutdown.drain_timeout_s
+    async def _drain(self, why: str, drain_s: float) -> int:
+        """Stop taking jobs, let running and queued ones finish until the deadline, stop.
+
+        Another stop request during the drain (a second signal) cuts every wait short.
+        """
         self.draining = True
         current = self.scheduler.current
         events.info(
@@ -120,37 +138,34 @@ class Node:
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + drain_s
+        hurry = loop.create_task(self._stop_requests.get())
         idle = loop.create_task(self.dispatcher.wait_idle())
-        again = loop.create_task(self._signals.get())
         try:
-            await asyncio.wait({idle, again}, timeout=drain_s, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({idle, hurry}, timeout=drain_s, return_when=asyncio.FIRST_COMPLETED)
+            if not idle.done():
+                self._end_unfinished(JobResult.failure("shutdown", "the node stopped before the job could finish"))
+                # The dispatcher records the ends at once (a running job: once its worker died).
+                done, _ = await asyncio.wait({idle}, timeout=10.0)
+                if not done:
+                    events.error("shutdown_jobs_unsettled")
+            # Results finished during the drain had the drain's time for delivery; results
+            # ended at the deadline still get an attempt. Told to hurry, deliveries under
+            # way get one attempt's time, no more.
+            attempt_s = self.config.callback.timeout_s
+            await self.callbacks.close(max(deadline - loop.time(), attempt_s), hurry, attempt_s)
         finally:
-            again.cancel()
-        if not idle.done():
-            self.worker.stop_restarting()
-            self._end_unfinished(JobResult.failure("shutdown", "the node stopped before the job could finish"))
-            try:
-                await asyncio.wait_for(idle, timeout=5.0)
-            except asyncio.TimeoutError:
-                events.error("shutdown_jobs_unsettled")
-        # Results finished during the drain had the drain's time for delivery; results
-        # ended at the deadline still get at least one attempt.
-        wait_s = max(deadline - loop.time(), self.config.callback.timeout_s)
-        await self.callbacks.close(wait_s)
+            hurry.cancel()
+            idle.cancel()
         await self.worker.stop()
         return 0
 
     def _end_unfinished(self, result: JobResult) -> None:
+        self.worker.stop_restarting()
+        # The queue first: ending the current job would otherwise hand the slot on.
         for job in self.scheduler.take_pending():
             self.dispatcher.complete(job, result)
-        current = self.scheduler.current
-        if current is None:
-            return
-        if current.dispatched_mono is None:
-            self.dispatcher.complete(current, result)
-        else:
-            # Its end is recorded by the dispatcher when the worker's death resolves the run.
-            self.worker.abort(result, "shutdown")
+        if self.scheduler.current is not None:
+            self.dispatcher.abort_current(result)
 
     # --- helpers -------------------------------------------------------------------
 

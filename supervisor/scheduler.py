@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Iterator
-
 from supervisor.jobs import Job
 
 
@@ -32,9 +30,6 @@ class Scheduler:
     @property
     def idle(self) -> bool:
         return self.current is None and not self._pending
-
-    def pending(self) -> Iterator[Job]:
-        return iter(self._pending)
 
     def admit(self, job: Job) -> int | None:
         """The job's queue position (0: runs now), or None when the node is full."""

@@ -61,7 +61,7 @@ def validate(form: Form, max_pixels: int) -> Submission:
     provider = texts["provider"]
     if provider is not None and provider not in PROVIDERS:
         problems.append(FieldProblem("provider", f"must be one of: {', '.join(PROVIDERS)}"))
-    options = _check_options(config, problems) if config is not None else JobOptions()
+    options = _check_config(form, config, problems)
     images = {name: _single_file(form, name, problems) for name in IMAGE_FIELDS}
     if problems:
         raise validation_failed(problems)
@@ -79,9 +79,11 @@ def validate(form: Form, max_pixels: int) -> Submission:
     )
 
 
-def _parse_config(form: Form) -> tuple[bytes, dict[str, Any]] | None:
+def _parse_config(form: Form) -> dict[str, Any] | None:
+    """The config as a dict; None when absent, or when its problem is a 422 (repeated,
+    too large: `_check_config` reports it; a huge config is not parsed at all)."""
     parts = form.get("config")
-    if not parts:
+    if not parts or len(parts) > 1 or parts[0].size > MAX_CONFIG_BYTES:
         return None
     raw = parts[0].data
     try:
@@ -90,15 +92,18 @@ def _parse_config(form: Form) -> tuple[bytes, dict[str, Any]] | None:
         raise ApiError(400, "bad_request", f"config is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ApiError(400, "bad_request", "config must be a JSON object")
-    return raw, value
+    return value
 
 
-def _check_options(config: tuple[bytes, dict[str, Any]], problems: list[FieldProblem]) -> JobOptions:
-    raw, value = config
-    before = len(problems)
-    if len(raw) > MAX_CONFIG_BYTES:
+def _check_config(form: Form, value: dict[str, Any] | None, problems: list[FieldProblem]) -> JobOptions:
+    parts = form.get("config", [])
+    if len(parts) > 1:
+        problems.append(FieldProblem("config", "given more than once"))
+    elif parts and parts[0].size > MAX_CONFIG_BYTES:
         problems.append(FieldProblem("config", f"over {MAX_CONFIG_BYTES} bytes"))
+    if value is None:
         return JobOptions()
+    before = len(problems)
     # Key by key, so every bad option is reported, not only the first.
     for key, item in value.items():
         field = f"config.{key}"

@@ -22,7 +22,8 @@ class WorkerState(str, enum.Enum):
 
 S = WorkerState
 TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
-    S.STOPPED: frozenset({S.STARTING}),
+    # STOPPED -> RESTARTING: the very first spawn failed (fork refused, say).
+    S.STOPPED: frozenset({S.STARTING, S.RESTARTING}),
     S.STARTING: frozenset({S.READY, S.RESTARTING, S.FAILED, S.STOPPED}),
     S.READY: frozenset({S.BUSY, S.RESTARTING, S.STOPPED}),
     S.BUSY: frozenset({S.READY, S.RESTARTING, S.STOPPED}),

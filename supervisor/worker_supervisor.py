@@ -14,9 +14,10 @@ import secrets
 import signal
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import zmq
 import zmq.asyncio
@@ -64,8 +65,6 @@ class Generation:
     process: asyncio.subprocess.Process
     started: float
     exited: asyncio.Future
-    hello: Hello | None = None
-    ready: Ready | None = None
     ready_at: float | None = None
     startup_failure: StartupFailed | None = None
     last_heartbeat: float | None = None
@@ -83,9 +82,19 @@ class Generation:
         return self.process.pid
 
 
+WORKER_COMMAND = (sys.executable, "-m", "gpu_worker")
+
+
 class WorkerSupervisor:
-    def __init__(self, loaded: LoadedConfig, metrics: Metrics, runtime_dir: Path) -> None:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        metrics: Metrics,
+        runtime_dir: Path,
+        command: Sequence[str] = WORKER_COMMAND,
+    ) -> None:
         self.loaded = loaded
+        self.command = tuple(command)
         self.config = loaded.config
         self.metrics = metrics
         self.endpoint = endpoint_in(runtime_dir)
@@ -95,6 +104,8 @@ class WorkerSupervisor:
         # The last Ready seen: what runs (or ran) on this node, kept across restarts.
         self.last_ready: Ready | None = None
         self.on_ready: Callable[[Ready], None] | None = None
+        # Called if a background task of this class dies of a bug: the node cannot go on.
+        self.on_fatal: Callable[[str], None] = lambda why: None
         self._gen: Generation | None = None
         self._generation_count = 0
         self._ctx = zmq.asyncio.Context()
@@ -128,10 +139,9 @@ class WorkerSupervisor:
         sock.setsockopt(zmq.LINGER, 0)
         sock.bind(self.endpoint)
         self._sock = sock
-        loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._read_loop(), name="worker-reader"),
-            loop.create_task(self._lifecycle(), name="worker-lifecycle"),
+            watched(self._read_loop(), "worker-reader", self.on_fatal),
+            watched(self._lifecycle(), "worker-lifecycle", self.on_fatal),
         ]
 
     def stop_restarting(self) -> None:
@@ -176,47 +186,40 @@ class WorkerSupervisor:
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
-    async def run_job(self, job: Job) -> JobResult:
-        """Hand `job` to the worker and wait for how it ends (also if the worker dies)."""
+    async def start_job(self, job: Job) -> asyncio.Future:
+        """Hand `job` to the worker. The returned future resolves with how the job ended,
+        also when the worker dies or is aborted meanwhile. Raises WorkerUnavailable when
+        the job could not be handed over (it is then still the caller's)."""
         gen = self._gen
         if gen is None or self.state is not WorkerState.READY:
             raise WorkerUnavailable("the worker is not ready")
         assert job.person_image is not None and job.garment_image is not None
         options = job.options
+        assert options.seed is not None and options.output_format is not None  # resolved at admission
         message = RunJob(
             job_id=job.job_id,
-            seed=options.seed or 0,
-            output_format=options.output_format or self.config.images.output_format,
+            seed=options.seed,
+            output_format=options.output_format,
             steps=options.steps,
             prompt=options.prompt,
         )
         future: asyncio.Future = asyncio.get_running_loop().create_future()
+        # Set before the send: a death during the send resolves the future.
         gen.running = (job.job_id, future)
         self.machine.change(WorkerState.BUSY, f"job {job.job_id}")
-        sent = await self._send(gen, message, job.person_image, job.garment_image)
-        if not sent:
+        if not await self._send(gen, message, job.person_image, job.garment_image):
             # The worker's socket is gone: it is dead or dying. The job never reached it.
-            gen.running = None
+            if gen.running is not None and gen.running[1] is future:
+                gen.running = None
             self.abort(JobResult.failure("worker_crashed", "unreachable"), "the worker's socket is gone")
             raise WorkerUnavailable("the worker could not be reached")
-        return await future
+        return future
 
     # --- internals ------------------------------------------------------------------
 
     async def _lifecycle(self) -> None:
         while not self._stopping.is_set():
-            try:
-                gen = await self._spawn()
-            except OSError as exc:
-                events.error("worker_spawn_failed", error=str(exc))
-                gen = None
-            if gen is not None:
-                await self._await_startup(gen)
-                await gen.exited
-                self._on_exit(gen)
-                ran_for = time.monotonic() - (gen.ready_at or gen.started)
-            else:
-                ran_for = 0.0
+            ran_for = await self._run_generation()
             if self._stopping.is_set():
                 break
             delay = self.policy.next_delay(ran_for)
@@ -230,6 +233,18 @@ class WorkerSupervisor:
             except asyncio.TimeoutError:
                 pass
         self.machine.change(WorkerState.STOPPED, "supervisor stopping")
+
+    async def _run_generation(self) -> float:
+        """Spawn one worker and watch it until it is gone; how long it ran after ready."""
+        try:
+            gen = await self._spawn()
+        except Exception:  # fork failed, interpreter gone mid-deploy...: retried after the backoff
+            events.exception("worker_spawn_failed")
+            return 0.0
+        await self._await_startup(gen)
+        await gen.exited
+        self._on_exit(gen)
+        return time.monotonic() - (gen.ready_at or gen.started)
 
     async def _spawn(self) -> Generation:
         self._generation_count += 1
@@ -254,9 +269,7 @@ class WorkerSupervisor:
         env[SPEC_ENV] = encode_spec(spec)
         env["PYTHONUNBUFFERED"] = "1"
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gpu_worker",
+            *self.command,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             start_new_session=True,  # own process group; no terminal signals
@@ -344,10 +357,15 @@ class WorkerSupervisor:
             try:
                 message, blobs = self._decoder.decode(frames[1:])
                 self._handle(gen, message, blobs)
-            except codec.ProtocolError as exc:
-                events.error("worker_protocol_error", pid=gen.pid, error=str(exc))
-            except Exception:
-                events.exception("worker_message_failed", pid=gen.pid)
+            except Exception as exc:
+                # A message we cannot understand or handle: the worker and we are out of
+                # step, and a job waiting on it would wait forever. Start over.
+                events.exception("worker_protocol_error", pid=gen.pid, error=str(exc))
+                self.abort(
+                    JobResult.failure("backend_error", f"the worker sent a message that could not be handled: {exc}"),
+                    "protocol error",
+                )
+            del frames  # no image kept alive until the next message
 
     def _handle(self, gen: Generation, message, blobs: list) -> None:
         if isinstance(message, Heartbeat):
@@ -355,7 +373,6 @@ class WorkerSupervisor:
         elif isinstance(message, (JobSucceeded, JobFailed)):
             self._finish_job(gen, message, blobs)
         elif isinstance(message, Hello):
-            gen.hello = message
             gen.last_heartbeat = time.monotonic()
             if message.protocol != PROTOCOL_VERSION:
                 events.error(
@@ -364,7 +381,9 @@ class WorkerSupervisor:
                 )
                 self._kill(gen, "exit")
         elif isinstance(message, Ready):
-            gen.ready = self.last_ready = message
+            if gen.kill_reason is not None:
+                return  # ready too late: it is being killed (startup timeout)
+            self.last_ready = message
             gen.ready_at = time.monotonic()
             self.machine.change(WorkerState.READY, "model loaded")
             events.info(
@@ -393,9 +412,9 @@ class WorkerSupervisor:
             )
         else:
             result = JobResult.failure(message.error_code, message.message, message.inference_ms)
-        self.machine.change(WorkerState.READY, f"job {message.job_id} done")
         if not future.done():
             future.set_result(result)
+        self.machine.change(WorkerState.READY, f"job {message.job_id} done")
 
     def _on_state_change(self, old: WorkerState, new: WorkerState, why: str) -> None:
         if new is WorkerState.READY:
@@ -403,6 +422,24 @@ class WorkerSupervisor:
         else:
             self._ready.clear()
         events.info("worker_state", state=new.value, previous=old.value, why=why)
+
+
+def watched(coro, name: str, on_fatal: Callable[[str], None]) -> asyncio.Task:
+    """A background task whose death by an exception is logged and reported, never silent."""
+    task = asyncio.get_running_loop().create_task(coro, name=name)
+
+    def done(t: asyncio.Task) -> None:
+        if t.cancelled() or t.exception() is None:
+            return
+        exc = t.exception()
+        events.error(
+            "internal_error", task=name, exc_type=type(exc).__name__, error=str(exc),
+            traceback="".join(traceback.format_exception(exc)).rstrip(),
+        )
+        on_fatal(f"task {name} failed: {type(exc).__name__}: {exc}")
+
+    task.add_done_callback(done)
+    return task
 
 
 def _killpg(pgid: int) -> None:

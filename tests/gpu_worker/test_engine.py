@@ -102,3 +102,39 @@ def test_a_job_cancelled_before_it_starts_never_reaches_the_backend():
     cancelled.set()
     e = engine("bug")
     assert e.run(INPUTS, cancelled).error.code == "cancelled"
+
+
+class OddOutputBackend(ScriptedBackend):
+    """Returns outputs in loose types (numpy ints, memoryview) or plainly wrong ones."""
+
+    def run(self, inputs, cancelled):
+        import numpy
+
+        if self.behaviour == "loose_types":
+            return JobOutput(memoryview(b"img"), "image/png", numpy.int64(3), numpy.int32(2), numpy.float32(1.5))
+        if self.behaviour == "no_content_type":
+            return JobOutput(b"img", None, 1, 1, inference_ms=1.0)
+        if self.behaviour == "made_up_code":
+            raise JobError("model_on_holiday", "gone fishing")
+        return super().run(inputs, cancelled)
+
+
+def odd(behaviour: str) -> Engine:
+    return Engine.load("tests.gpu_worker.test_engine:OddOutputBackend", CONTEXT._replace(settings={"behaviour": behaviour}))
+
+
+def test_loose_output_types_are_normalised_for_the_wire():
+    output = odd("loose_types").run(INPUTS, threading.Event()).output
+    assert output == JobOutput(b"img", "image/png", 3, 2, 1.5)
+    assert type(output.image) is bytes and type(output.width) is int and type(output.inference_ms) is float
+
+
+def test_a_wrong_output_is_a_backend_error_not_a_dead_job_thread():
+    outcome = odd("no_content_type").run(INPUTS, threading.Event())
+    assert outcome.error.code == "backend_error" and "content type" in outcome.error.message
+
+
+def test_error_codes_outside_the_contract_become_backend_error():
+    outcome = odd("made_up_code").run(INPUTS, threading.Event())
+    assert outcome.error.code == "backend_error"
+    assert outcome.error.message == "model_on_holiday: gone fishing"

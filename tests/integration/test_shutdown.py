@@ -11,6 +11,7 @@ import pytest
 from tests.support import images
 from tests.support.client import submit, tryon_form
 from tests.support.node import NodeProcess
+from tests.support.receiver import Reply
 
 
 def alive(pid: int) -> bool:
@@ -108,3 +109,19 @@ async def test_a_second_signal_stops_without_waiting_for_the_drain(tmp_path, rec
     (callback,) = await receiver.await_callback("twice-1")
     assert callback.fields["error_code"] == "shutdown"
     assert await asyncio.to_thread(node.wait_exit, 60) == 0
+
+
+async def test_a_second_signal_cuts_short_a_delivery_waiting_out_its_backoff(tmp_path, receiver, http):
+    node = _node(tmp_path, receiver, shutdown={"drain_timeout_s": 600})
+    receiver.script.append(Reply(503, {"Retry-After": "120"}))
+    status, _, _ = await submit(http, node.base_url, tryon_form("slow-callback"))
+    assert status == 202
+    await receiver.await_callback("slow-callback")  # answered 503: retry in 120 s
+    node.wait_event("callback_failed", job_id="slow-callback", final=False)
+    node.signal(signal.SIGTERM)
+    node.wait_event("shutdown_started")
+    node.signal(signal.SIGTERM)
+    # Without the cut, the node would wait out the Retry-After (or the 600 s drain).
+    assert await asyncio.to_thread(node.wait_exit, 60) == 0
+    gave_up = node.wait_event("callback_failed", job_id="slow-callback", final=True)
+    assert gave_up["reason"] == "node stopped first"

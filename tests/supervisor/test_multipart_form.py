@@ -90,3 +90,15 @@ def test_boundary_of_refuses_anything_but_multipart_form_data(content_type):
 def test_boundary_of_reads_quoted_and_plain_boundaries():
     assert boundary_of("multipart/form-data; boundary=abc") == b"abc"
     assert boundary_of('multipart/form-data; boundary="a b"') == b"a b"
+
+
+async def test_text_parts_are_kept_only_up_to_keep_bytes_but_their_size_is_known():
+    from supervisor.multipart_form import KEEP_BYTES
+
+    big = b"c" * (KEEP_BYTES * 3 + 5)
+    form = await parse(body(("config", big, None), ("person_image", b"i" * (KEEP_BYTES * 2), "p.png")),
+                       max_body=10**7, limits={"person_image": 10**6}, chunk=4096)
+    (config,) = form["config"]
+    assert config.size == len(big) and config.data == big[:KEEP_BYTES]
+    (image,) = form["person_image"]  # parts with a limit of their own are kept whole
+    assert image.size == len(image.data) == KEEP_BYTES * 2

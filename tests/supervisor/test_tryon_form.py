@@ -24,7 +24,8 @@ def form(**fields) -> dict[str, list[FormPart]]:
         if value is None:
             continue
         values = value if isinstance(value, list) else [value]
-        out[name] = [FormPart(None, v if isinstance(v, bytes) else json.dumps(v).encode()) for v in values]
+        raw = [v if isinstance(v, bytes) else json.dumps(v).encode() for v in values]
+        out[name] = [FormPart(None, data, len(data)) for data in raw]
     return out
 
 
@@ -102,3 +103,15 @@ def test_pixel_limit_is_a_422_on_the_image_field():
 def test_415_wins_over_the_pixel_limit():
     error = error_of(form(person_image=b"text", garment_image=images.png_claiming(30000, 30000)))
     assert error.status == 415
+
+
+def test_a_repeated_config_is_a_422_not_silently_the_first():
+    error = error_of(form(config=[{"seed": 1}, {"seed": 2}]))
+    assert [(d.field, d.message) for d in error.details] == [("config", "given more than once")]
+
+
+def test_a_config_too_large_is_judged_by_its_size_without_parsing_it():
+    f = form()
+    f["config"] = [FormPart(None, b"{not even json" * 10, size=5_000_000)]  # truncated while read
+    error = error_of(f)
+    assert error.status == 422 and [d.field for d in error.details] == ["config"]
