@@ -6,18 +6,13 @@ import asyncio
 
 import pytest
 
-from tests.support import images
-from tests.support.client import submit, tryon_form
+from tests.support.client import long_job_form, submit, tryon_form
 from tests.support.node import TOKEN, NodeProcess
-
-
-def long_job(job_id: str):
-    return tryon_form(job_id, person_image=images.LONG_JOB_PERSON, config=images.LONG_JOB_CONFIG)
 
 
 async def test_twenty_simultaneous_submissions_on_an_idle_node_give_exactly_one_202(node, receiver, http):
     assert node.gpu_status()["busy"] is False
-    results = await asyncio.gather(*(submit(http, node.base_url, long_job(f"race-{i}")) for i in range(20)))
+    results = await asyncio.gather(*(submit(http, node.base_url, long_job_form(f"race-{i}")) for i in range(20)))
 
     accepted = [(status, body) for status, _, body in results if status == 202]
     assert len(accepted) == 1, [r[0] for r in results]
@@ -55,7 +50,7 @@ def queue_node(tmp_path_factory, receiver):
 
 
 async def test_with_a_queue_of_two_three_win_and_run_in_order(queue_node, receiver, http):
-    results = await asyncio.gather(*(submit(http, queue_node.base_url, long_job(f"q-{i}")) for i in range(20)))
+    results = await asyncio.gather(*(submit(http, queue_node.base_url, long_job_form(f"q-{i}")) for i in range(20)))
     accepted = sorted((body["queue_position"], body["job_id"]) for status, _, body in results if status == 202)
     assert [position for position, _ in accepted] == [0, 1, 2]
     assert sum(1 for status, _, _ in results if status == 429) == 17

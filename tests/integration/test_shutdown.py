@@ -8,8 +8,7 @@ import signal
 
 import pytest
 
-from tests.support import images
-from tests.support.client import submit, tryon_form
+from tests.support.client import start_long_job, submit, tryon_form
 from tests.support.node import NodeProcess
 from tests.support.receiver import Reply
 
@@ -60,11 +59,7 @@ def test_stop_when_idle_is_quick_and_leaves_no_process(tmp_path, receiver, signu
 async def test_sigterm_mid_job_finishes_the_job_and_delivers_its_callback(tmp_path, receiver, http):
     node = _node(tmp_path, receiver)
     worker = node.worker_pid()
-    status, _, _ = await submit(
-        http, node.base_url, tryon_form("drain-1", person_image=images.LONG_JOB_PERSON, config=images.LONG_JOB_CONFIG)
-    )
-    assert status == 202
-    node.wait_event("inference_started", job_id="drain-1")
+    await start_long_job(http, node, "drain-1")
     node.signal(signal.SIGTERM)
     node.wait_event("shutdown_started")
 
@@ -83,11 +78,7 @@ async def test_sigterm_mid_job_finishes_the_job_and_delivers_its_callback(tmp_pa
 async def test_jobs_still_running_at_the_drain_deadline_fail_with_shutdown(tmp_path, receiver, http):
     node = _node(tmp_path, receiver, shutdown={"drain_timeout_s": 0.5})
     worker = node.worker_pid()
-    status, _, _ = await submit(
-        http, node.base_url, tryon_form("deadline-1", person_image=images.LONG_JOB_PERSON, config=images.LONG_JOB_CONFIG)
-    )
-    assert status == 202
-    node.wait_event("inference_started", job_id="deadline-1")
+    await start_long_job(http, node, "deadline-1")
     node.signal(signal.SIGTERM)
     (callback,) = await receiver.await_callback("deadline-1")
     assert callback.fields["status"] == "failed"
@@ -98,11 +89,7 @@ async def test_jobs_still_running_at_the_drain_deadline_fail_with_shutdown(tmp_p
 
 async def test_a_second_signal_stops_without_waiting_for_the_drain(tmp_path, receiver, http):
     node = _node(tmp_path, receiver, shutdown={"drain_timeout_s": 600})
-    status, _, _ = await submit(
-        http, node.base_url, tryon_form("twice-1", person_image=images.LONG_JOB_PERSON, config=images.LONG_JOB_CONFIG)
-    )
-    assert status == 202
-    node.wait_event("inference_started", job_id="twice-1")
+    await start_long_job(http, node, "twice-1")
     node.signal(signal.SIGTERM)
     node.wait_event("shutdown_started")
     node.signal(signal.SIGTERM)

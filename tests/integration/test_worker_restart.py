@@ -7,16 +7,11 @@ import signal
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import images
-from tests.support.client import submit, tryon_form
+from tests.support.client import start_long_job, submit, tryon_form
 
 
 async def test_worker_killed_mid_job_fails_that_job_and_the_node_recovers(node, receiver, http):
-    status, _, body = await submit(
-        http, node.base_url, tryon_form("crash-1", person_image=images.LONG_JOB_PERSON, config=images.LONG_JOB_CONFIG)
-    )
-    assert status == 202, body
-    node.wait_event("inference_started", job_id="crash-1")
+    await start_long_job(http, node, "crash-1")
     old_pid = node.worker_pid()
     os.kill(old_pid, signal.SIGKILL)
 

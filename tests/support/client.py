@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -12,6 +13,18 @@ from tests.support.node import TOKEN
 
 _PERSON = images.person()
 _GARMENT = images.garment()
+
+
+def long_job_form(job_id: str) -> aiohttp.FormData:
+    """A job the reference backend works on for a few seconds."""
+    return tryon_form(job_id, person_image=images.LONG_JOB_PERSON, config=images.LONG_JOB_CONFIG)
+
+
+async def start_long_job(session: aiohttp.ClientSession, node, job_id: str) -> None:
+    """Submit a long job and return once the worker has started on it."""
+    status, _, body = await submit(session, node.base_url, long_job_form(job_id))
+    assert status == 202, body
+    await asyncio.to_thread(node.wait_event, "inference_started", job_id=job_id)
 
 
 def tryon_form(job_id: str, *, config: Any = None, omit: tuple[str, ...] = (), **overrides: Any) -> aiohttp.FormData:
