@@ -131,7 +131,9 @@ class Engine:
     def load(cls, name: str, context: BackendContext, model_version: str | None = None) -> Engine:
         started = time.perf_counter()
         backend = backend_class(name)(context)
-        info = backend.load()
+        loaded = backend.load()
+        # Plain strings for the wire (torch.__version__, say, is a str subclass).
+        info = LoadInfo(*(None if value is None else str(value) for value in loaded))
         if model_version:
             info = info._replace(model_version=model_version)
         return cls(backend, info, time.perf_counter() - started)

@@ -63,6 +63,20 @@ def test_load_reports_info_and_an_overridden_model_version():
     assert e.load_time_s >= 0
 
 
+class Version(str):
+    """Like torch.__version__: a str subclass msgspec would not encode."""
+
+
+class VersionedBackend(ScriptedBackend):
+    def load(self) -> LoadInfo:
+        return LoadInfo("v", "v-1", "cpu", torch_version=Version("2.13.0"))
+
+
+def test_load_info_becomes_plain_strings():
+    info = Engine.load("tests.gpu_worker.test_engine:VersionedBackend", CONTEXT).info
+    assert type(info.torch_version) is str and info.comfyui_version is None
+
+
 def test_a_load_failure_propagates_for_the_worker_to_report():
     with pytest.raises(FileNotFoundError):
         engine("load_fails")
