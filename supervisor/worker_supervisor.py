@@ -67,7 +67,6 @@ class Generation:
     exited: asyncio.Future
     ready_at: float | None = None
     startup_failure: StartupFailed | None = None
-    last_heartbeat: float | None = None
     running: tuple[str, asyncio.Future] | None = None
     # Set when we kill it on purpose: the restart reason, and how its running job ends.
     kill_reason: str | None = None
@@ -369,11 +368,10 @@ class WorkerSupervisor:
 
     def _handle(self, gen: Generation, message, blobs: list) -> None:
         if isinstance(message, Heartbeat):
-            gen.last_heartbeat = time.monotonic()
+            pass  # proof of life; nothing reads it until a watchdog does
         elif isinstance(message, (JobSucceeded, JobFailed)):
             self._finish_job(gen, message, blobs)
         elif isinstance(message, Hello):
-            gen.last_heartbeat = time.monotonic()
             if message.protocol != PROTOCOL_VERSION:
                 events.error(
                     "worker_protocol_mismatch", pid=gen.pid,

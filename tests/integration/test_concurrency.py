@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.support.client import long_job_form, submit, tryon_form
-from tests.support.node import TOKEN, NodeProcess
+from tests.support.node import NodeProcess
 
 
 async def test_twenty_simultaneous_submissions_on_an_idle_node_give_exactly_one_202(node, receiver, http):

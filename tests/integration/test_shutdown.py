@@ -23,22 +23,6 @@ def alive(pid: int) -> bool:
         return f.read().split(") ")[1].split()[0] != "Z"
 
 
-@pytest.fixture
-def fresh_node(tmp_path, receiver):
-    nodes: list[NodeProcess] = []
-
-    def start(**overrides) -> NodeProcess:
-        proc = NodeProcess(tmp_path / f"n{len(nodes)}", receiver.url, overrides)
-        proc.workdir.mkdir()
-        proc.config_path = proc.workdir / "config.yaml"
-        nodes.append(proc)
-        return proc.start()
-
-    yield start
-    for proc in nodes:
-        proc.stop()
-
-
 def _node(tmp_path, receiver, **overrides) -> NodeProcess:
     workdir = tmp_path / "node"
     workdir.mkdir(exist_ok=True)
