@@ -46,6 +46,8 @@ class CallbackConfig(Section):
     token: Annotated[str, Meta(min_length=1)]
     timeout_s: Seconds = 10.0
     max_retries: Annotated[int, Meta(ge=0, le=20)] = 3
+    # Standard Webhooks secret (`whsec_<base64>`); unset: callbacks are not signed.
+    signing_secret: str | None = None
 
 
 class QueueConfig(Section):
@@ -65,9 +67,16 @@ class WorkerConfig(Section):
     ] = "reference"
     device: Annotated[str, Meta(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")] = "auto"
     startup_timeout_s: Seconds = 600.0
+    inference_timeout_s: Seconds = 600.0
     heartbeat_interval_s: Seconds = 1.0
+    heartbeat_timeout_s: Seconds = 30.0
     max_backoff_s: Seconds = 60.0
     healthy_after_s: Seconds = 60.0
+    # More unplanned restarts than this within the window: state `failed`, exit 3.
+    max_restarts: Annotated[int, Meta(ge=0)] = 10
+    restart_window_s: Seconds = 600.0
+    # A job whose worker crashed runs once more on the new worker instead of failing.
+    retry_crashed_jobs: bool = False
 
 
 class ReferenceModelConfig(Section):
@@ -83,6 +92,14 @@ class ModelConfig(Section):
     comfyui: dict[str, Any] = {}
     # Settings for a backend loaded by import path, handed to it as they are.
     custom: dict[str, Any] = {}
+
+
+class SpoolConfig(Section):
+    # Finished results wait here until delivered; default: `spool/` beside the config file.
+    dir: str | None = None
+    max_age_s: Seconds = 604800.0
+    retry_initial_s: Seconds = 30.0
+    retry_max_s: Seconds = 600.0
 
 
 class JobsConfig(Section):
@@ -111,6 +128,7 @@ class Config(Section):
     images: ImagesConfig = field(default_factory=ImagesConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -251,6 +269,10 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
     if config.images.max_bytes > config.server.max_body_bytes:
         problems.append(
             "images.max_bytes: larger than server.max_body_bytes, so it could never apply"
+        )
+    if config.worker.heartbeat_timeout_s <= config.worker.heartbeat_interval_s:
+        problems.append(
+            "worker.heartbeat_timeout_s: must be longer than worker.heartbeat_interval_s"
         )
     if config.worker.backend == "comfyui" and not config.model.comfyui:
         problems.append("model.comfyui: required when worker.backend is comfyui")
