@@ -94,6 +94,8 @@ class ComfyUIBackend:
             raise WorkflowError([f"workflow {self.settings.workflow}:"] + [f"  {p}" for p in problems])
 
     def _describe_validation(self, prompt: dict, error: dict | None, node_errors: dict) -> list[str]:
+        assert self.settings is not None
+        models_dir = self.settings.models_dir or f"{self.settings.path}/models"
         problems = []
         for node_id, found in node_errors.items():
             label = f"node {node_id!r} ({found.get('class_type') or prompt.get(node_id, {}).get('class_type')})"
@@ -103,7 +105,7 @@ class ComfyUIBackend:
                 if reason.get("type") == "value_not_in_list" and str(value).lower().endswith(MODEL_FILE_SUFFIXES):
                     problems.append(
                         f"{label} input {info.get('input_name')!r}: model file {value!r} not found in the "
-                        f"model folders (models_dir: {self.settings.models_dir or 'the ComfyUI root'}/models)"
+                        f"model folders (models_dir: {models_dir})"
                     )
                 else:
                     problems.append(f"{label}: {reason.get('message')}: {reason.get('details')}")
