@@ -134,7 +134,8 @@ class ComfyUIBackend:
         if cancelled.is_set():  # the engine clears its interrupt flag at start: check here
             raise JobCancelled("cancelled before the graph started")
         result, image = self._execute(
-            person, garment, inputs.job_id, seed=inputs.seed, steps=inputs.steps, prompt=inputs.prompt,
+            person, garment, inputs.job_id, seed=inputs.seed, steps=inputs.steps,
+            prompt=inputs.prompt or None,  # an empty prompt keeps the workflow's default
             cancelled=cancelled,
         )
         events.info(
