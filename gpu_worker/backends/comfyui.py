@@ -19,7 +19,7 @@ import uuid
 from gpu_worker import imaging
 from gpu_worker.backends import comfyui_settings, comfyui_workflow
 from gpu_worker.backends.comfyui_runtime import OOM_TYPES, ComfyUIRuntime, GraphResult
-from gpu_worker.backends.comfyui_settings import ComfyUISettings, SettingsError
+from gpu_worker.backends.comfyui_settings import ComfyUISettings
 from gpu_worker.backends.comfyui_workflow import OUTPUT_NODE_ID, JobKeys, WorkflowError
 from gpu_worker.engine import BackendContext, JobCancelled, JobError, JobInputs, JobOutput, LoadInfo
 from ipc.jsonlog import EventLog
@@ -44,7 +44,6 @@ class ComfyUIBackend:
         self.workflow: dict = {}
         self.runtime: ComfyUIRuntime | None = None
         self.exchange = None
-        self.jobs_run = 0
 
     # --- load --------------------------------------------------------------------------
 
@@ -174,7 +173,6 @@ class ComfyUIBackend:
             self.exchange.pop(keys.person)
             self.exchange.pop(keys.garment)
             self.exchange.pop(keys.output)
-        self.jobs_run += 1
         if result.success and captured is None:
             result = result._replace(success=False, error={"exception_message": "the workflow produced no image"})
         return result, (to_pil(captured) if result.success else None)
@@ -202,5 +200,3 @@ class ComfyUIBackend:
         if self.runtime is not None:
             self.runtime.free_memory()
 
-
-__all__ = ["ComfyUIBackend", "GraphOutOfMemory", "SettingsError", "WorkflowError"]

@@ -110,3 +110,21 @@ async def test_out_of_memory_in_a_node_fails_the_job_and_keeps_the_worker(comfy_
     after = await run_job(http, comfy_node, receiver, "comfy-after-oom", person, garment, seed=4, steps=4)
     assert after.fields["status"] == "succeeded"
     assert numpy.abs(output_pixels(after) - expected_blend(person, garment, x=4, y=4)).max() <= 1
+
+
+def test_a_mapping_to_a_missing_node_fails_the_start_before_ready(tmp_path, receiver):
+    settings = blend_settings(require_root())
+    settings["inputs"]["seed"] = {"node": "99", "input": "x"}
+    node = NodeProcess(tmp_path, receiver.url, {
+        "worker": {"backend": "tests.support.comfyui:TestComfyUIBackend", "max_backoff_s": 30},
+        "model": {"custom": settings},
+    }).start(wait=False)
+    try:
+        failure = node.wait_event("worker_startup_failed", timeout=120)
+        assert failure["reason"] == "WorkflowError"
+        assert "model.custom.inputs.seed: node '99' is not in the workflow" in failure["error"]
+        code, body = node.get("/health")
+        assert code == 503 and body["model_loaded"] is False
+        assert not node.events("worker_ready")
+    finally:
+        assert node.stop() == 0, node.tail()
