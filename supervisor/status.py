@@ -16,6 +16,8 @@ _NOT_SERVING = {
 
 def readiness(worker_state: WorkerState, draining: bool) -> str:
     """`ok`, or what keeps the node from taking jobs: loading, restarting, failed, draining."""
+    if worker_state is WorkerState.FAILED:
+        return "failed"  # says why the node is going, more than `draining` would
     if draining:
         return "draining"
     if worker_state in SERVING:
