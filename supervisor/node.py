@@ -150,6 +150,11 @@ class Node:
         events.info("shutdown_started", signal="SIGQUIT", drain_timeout_s=0)
         self.draining = True
         self._end_unfinished(JobResult.failure("shutdown", "the node was stopped at once (SIGQUIT)"))
+        # The running job is recorded once its killed worker is seen gone (milliseconds).
+        idle = asyncio.ensure_future(self.dispatcher.wait_idle())
+        if not (await asyncio.wait({idle}, timeout=10.0))[0]:
+            idle.cancel()
+            events.error("shutdown_jobs_unsettled")
         await self.callbacks.close(0.0)
         await self.worker.stop(grace_s=0.0)
         return 0
