@@ -69,6 +69,8 @@ class Node:
             cfg, self.jobs, self.scheduler, self.metrics, self.readiness, self.dispatcher.wake
         )
         self.draining = False
+        # Set once the worker is given up (crash loop): the node then exits 3, not 0.
+        self.worker_failed = False
         self._stop_requests: asyncio.Queue[signal.Signals | str] = asyncio.Queue()
         self.metrics.bind_state(
             busy=lambda: self.scheduler.busy,
@@ -117,9 +119,9 @@ class Node:
                     return EXIT_INTERNAL_ERROR
                 if request == WORKER_FAILED:
                     # Nothing queued can run: end it now, give the callbacks the drain's time.
+                    self.worker_failed = True
                     self._end_unfinished(self.worker_failed_result())
-                    await self._drain("worker failed", cfg.shutdown.drain_timeout_s)
-                    return EXIT_WORKER_FAILED
+                    return await self._drain("worker failed", self.config.shutdown.drain_timeout_s)
                 assert isinstance(request, signal.Signals)
                 handler = getattr(self, f"handle_{request.name.removeprefix('SIG').lower()}")
                 exit_code = await handler()
@@ -170,6 +172,13 @@ class Node:
             events.error("config_reload_failed", config=str(self.loaded.path), problems=exc.problems)
             return
         plan = plan_reload(self.config, loaded.config)
+        if plan.applied.images.max_bytes > plan.applied.server.max_body_bytes:
+            # Checked against the new server section, which waits for a restart.
+            events.error(
+                "config_reload_failed", config=str(self.loaded.path),
+                problems=["images.max_bytes: larger than the running server.max_body_bytes (server.* needs a restart)"],
+            )
+            return
         self._apply_config(LoadedConfig(plan.applied, loaded.path))
         if plan.needs_restart:
             events.warning("config_needs_restart", keys=plan.needs_restart)
@@ -226,11 +235,13 @@ class Node:
             hurry.cancel()
             idle.cancel()
         await self.worker.stop()
-        return 0
+        return EXIT_WORKER_FAILED if self.worker_failed else 0
 
     async def _next_stop_request(self) -> signal.Signals | str:
         while True:
             request = await self._stop_requests.get()
+            if request == WORKER_FAILED:
+                self.worker_failed = True  # nothing queued can run any more: hurry, exit 3
             if request not in NON_STOPPING:
                 return request
             events.info("signal_ignored", signal=request.name, why="the node is stopping")

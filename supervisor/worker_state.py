@@ -23,8 +23,8 @@ class WorkerState(str, enum.Enum):
 
 S = WorkerState
 TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
-    # STOPPED -> RESTARTING: the very first spawn failed (fork refused, say).
-    S.STOPPED: frozenset({S.STARTING, S.RESTARTING}),
+    # STOPPED -> RESTARTING or FAILED: the very first spawn failed (fork refused, say).
+    S.STOPPED: frozenset({S.STARTING, S.RESTARTING, S.FAILED}),
     S.STARTING: frozenset({S.READY, S.RESTARTING, S.FAILED, S.STOPPED}),
     S.READY: frozenset({S.BUSY, S.RESTARTING, S.FAILED, S.STOPPED}),
     S.BUSY: frozenset({S.READY, S.RESTARTING, S.FAILED, S.STOPPED}),
@@ -81,9 +81,13 @@ class RestartPolicy:
         self.crashes_in_a_row = 0
         self._recent: deque[float] = deque()
 
-    def next_delay(self, ran_for_s: float) -> float:
+    def note_run(self, ran_for_s: float) -> None:
+        """A worker ran `ran_for_s` before it ended (by a crash or a planned recycle)."""
         if ran_for_s >= self.healthy_after_s:
             self.crashes_in_a_row = 0
+
+    def next_delay(self, ran_for_s: float) -> float:
+        self.note_run(ran_for_s)
         delay = 0.0 if self.crashes_in_a_row == 0 else 2.0 ** (self.crashes_in_a_row - 1)
         self.crashes_in_a_row += 1
         return min(delay, self.max_backoff_s)

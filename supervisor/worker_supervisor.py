@@ -58,6 +58,7 @@ from supervisor.worker_state import (
 
 events = EventLog("supervisor.worker")
 STOP_GRACE_S = 5.0
+WATCH_PERIOD_S = 0.5
 
 
 class WorkerUnavailable(Exception):
@@ -77,6 +78,9 @@ class Generation:
     # Monotonic times the watchdog reads: the last message of any kind, the job's handover.
     last_heard: float = 0.0
     job_started: float | None = None
+    # Its own limits: the heartbeat timeout must fit the interval this worker beats at.
+    watchdog: Watchdog | None = None
+    heartbeat_interval_s: float = 0.0
     # Set when we kill it on purpose: the restart reason, and how its running job ends.
     kill_reason: str | None = None
     abort_result: JobResult | None = None
@@ -117,7 +121,6 @@ class WorkerSupervisor:
             worker_cfg.max_backoff_s, worker_cfg.healthy_after_s,
             worker_cfg.max_restarts, worker_cfg.restart_window_s,
         )
-        self.watchdog = Watchdog(worker_cfg.inference_timeout_s, worker_cfg.heartbeat_timeout_s)
         self.restarts = 0
         # Why a recycle was asked for, until it happens (after the current job).
         self._recycle_pending: str | None = None
@@ -221,7 +224,15 @@ class WorkerSupervisor:
         self.config = loaded.config
         w = self.config.worker
         self.policy.reconfigure(w.max_backoff_s, w.healthy_after_s, w.max_restarts, w.restart_window_s)
-        self.watchdog = Watchdog(w.inference_timeout_s, w.heartbeat_timeout_s)
+        gen = self._gen
+        if gen is not None and gen.watchdog is not None:
+            # A worker spawned with another heartbeat interval keeps its heartbeat timeout
+            # until it is recycled: the new one may be shorter than the beats it sends.
+            same_beat = w.heartbeat_interval_s == gen.heartbeat_interval_s
+            gen.watchdog = Watchdog(
+                w.inference_timeout_s,
+                w.heartbeat_timeout_s if same_beat else gen.watchdog.heartbeat_timeout_s,
+            )
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
@@ -231,7 +242,7 @@ class WorkerSupervisor:
         also when the worker dies or is aborted meanwhile. Raises WorkerUnavailable when
         the job could not be handed over (it is then still the caller's)."""
         gen = self._gen
-        if gen is None or self.state is not WorkerState.READY:
+        if gen is None or self.state is not WorkerState.READY or not gen.alive:
             raise WorkerUnavailable("the worker is not ready")
         assert job.person_image is not None and job.garment_image is not None
         options = job.options
@@ -266,6 +277,7 @@ class WorkerSupervisor:
             planned = gen is not None and gen.kill_reason == "recycle"
             if planned:
                 delay = 0.0
+                self.policy.note_run(ran_for)
             elif self.policy.record_crash(time.monotonic()):
                 self._give_up()
                 await self._stopping.wait()
@@ -315,16 +327,21 @@ class WorkerSupervisor:
         """Until the worker exits: kill it when the watchdog says so."""
         while gen.alive:
             now = time.monotonic()
-            verdict = self.watchdog.check(now, gen.last_heard, gen.job_started)
+            assert gen.watchdog is not None
+            verdict = gen.watchdog.check(now, gen.last_heard, gen.job_started)
             if verdict is not None:
                 job_id = gen.running[0] if gen.running is not None else None
                 events.error("worker_watchdog", pid=gen.pid, reason=verdict.reason, job_id=job_id, why=verdict.message)
                 self.abort(JobResult.failure("inference_timeout", verdict.message), verdict.message, verdict.reason)
                 return
-            timeout = self.watchdog.next_check_in(now, gen.last_heard, gen.job_started)
+            # Capped: a job handed over or new limits reloaded meanwhile may bring the
+            # deadline forward, and a check costs nothing.
+            timeout = min(gen.watchdog.next_check_in(now, gen.last_heard, gen.job_started), WATCH_PERIOD_S)
             await asyncio.wait({gen.exited}, timeout=timeout)
 
     async def _spawn(self) -> Generation:
+        # This spawn reads the current config: a recycle asked before now is served by it.
+        self._recycle_pending = None
         self._generation_count += 1
         number = self._generation_count
         worker_id = f"w{number}-{secrets.token_hex(4)}"
@@ -358,6 +375,8 @@ class WorkerSupervisor:
             process=process,
             started=time.monotonic(),
             exited=asyncio.ensure_future(process.wait()),
+            watchdog=Watchdog(cfg.worker.inference_timeout_s, cfg.worker.heartbeat_timeout_s),
+            heartbeat_interval_s=cfg.worker.heartbeat_interval_s,
         )
         self._gen = gen
         self.machine.change(WorkerState.STARTING, f"spawned pid {process.pid}")
@@ -407,22 +426,13 @@ class WorkerSupervisor:
                 future.set_result(result)
         if self._gen is gen:
             self._gen = None
-        if self._recycle_pending is not None:
-            # Whatever ended this worker, the next one is spawned with the current settings.
-            events.info("worker_recycled", why=self._recycle_pending, pid=gen.pid)
-            self._recycle_pending = None
         return reason
 
     def _maybe_recycle(self, job_done: bool = False) -> None:
         """Recycle now if one is pending and the worker holds no job."""
         gen = self._gen
-        if self._recycle_pending is None:
-            return
-        if gen is None:
-            self._recycle_pending = None  # between workers: the next spawn is fresh anyway
-            return
-        if not gen.alive:
-            return  # going anyway; its exit clears the request
+        if self._recycle_pending is None or gen is None or not gen.alive:
+            return  # none asked, or between workers: the next spawn reads the current config
         if self.state is WorkerState.BUSY and not job_done:
             return  # after the job: `_finish_job` calls again
         gen.kill_reason = "recycle"
@@ -442,6 +452,9 @@ class WorkerSupervisor:
     def _kill(self, gen: Generation, reason: str) -> None:
         if gen.kill_reason is None:
             gen.kill_reason = reason
+        if not self._stopping.is_set() and self.state in (WorkerState.STARTING, *SERVING):
+            # Not ready from now on, not when the exit is reaped: no job goes to it meanwhile.
+            self.machine.change(WorkerState.RESTARTING, f"killing the worker ({reason})")
         _killpg(gen.pid)
 
     async def _send(self, gen: Generation, message, *blobs: bytes) -> bool:

@@ -28,15 +28,14 @@ async def test_a_crash_loop_under_load_fails_every_job_honestly_then_exits_3(tmp
     node = NodeProcess(
         tmp_path, receiver.url,
         {"worker": {"backend": FAULTY, "max_restarts": 1, "max_backoff_s": 0.1},
-         "queue": {"max_pending": 2}},
+         "queue": {"max_pending": 2}, "model": {"custom": {"marker_dir": str(tmp_path)}}},
     ).start()
-    workers = [node.worker_pid()]
-    for job_id, fault in (("cl-1", "kill"), ("cl-2", "kill"), ("cl-3", None)):
+    worker = node.worker_pid()
+    # cl-1 holds the worker until all three are in; then every worker it meets dies.
+    for job_id, fault in (("cl-1", "kill_on_go"), ("cl-2", "kill"), ("cl-3", None)):
         status, _, body = await submit(http, node.base_url, fault_form(job_id, fault))
-        if status == 503:  # cl-1 already crashed its worker and the next is loading
-            await asyncio.to_thread(node.wait_ready)
-            status, _, body = await submit(http, node.base_url, fault_form(job_id, fault))
         assert status == 202, body
+    (tmp_path / "cl-1.go").touch()
     assert await asyncio.to_thread(node.wait_exit, 90) == 3, node.tail()
 
     outcomes = {job_id: (await receiver.await_callback(job_id))[0].fields for job_id in ("cl-1", "cl-2", "cl-3")}
@@ -45,7 +44,8 @@ async def test_a_crash_loop_under_load_fails_every_job_honestly_then_exits_3(tmp
     # Never run: the node gave up on its worker first.
     assert outcomes["cl-3"]["error_code"] == "shutdown"
     assert "crash loop" in outcomes["cl-3"]["error_message"]
-    assert not any(alive(pid) for pid in workers)
+    assert not alive(worker)
+    assert len(node.events("worker_exited")) == 2
 
 
 async def test_with_retry_crashed_jobs_a_job_survives_one_worker_crash(tmp_path, receiver, http):

@@ -104,3 +104,17 @@ def test_reconfigure_keeps_the_history():
     policy.reconfigure(30, 30, max_restarts=2, restart_window_s=600)
     assert policy.max_backoff_s == 30
     assert policy.record_crash(3.0)
+
+
+def test_a_first_spawn_that_fails_may_give_up_at_once():
+    machine = StateMachine(lambda *a: None)
+    machine.change(S.FAILED, "max_restarts 0 and the fork failed")
+    assert machine.state is S.FAILED
+
+
+def test_a_long_run_before_a_recycle_resets_the_crash_count():
+    policy = RestartPolicy(max_backoff_s=60, healthy_after_s=60)
+    for _ in range(3):
+        policy.next_delay(ran_for_s=1)
+    policy.note_run(ran_for_s=120)  # recycled after a healthy run
+    assert policy.next_delay(ran_for_s=1) == 0

@@ -46,7 +46,9 @@ class Faulty(ReferenceBackend):
     (the I/O thread keeps beating), `fault:freeze` stops the whole process (no heartbeat
     either), `fault:oom` raises torch's OutOfMemoryError, `fault:crash_once` kills the
     worker the first time a job id is seen (marker files under `model.custom.marker_dir`),
-    and runs it normally the second time. Any other prompt: a normal job.
+    and runs it normally the second time, `fault:kill_on_go` waits for a file
+    `<marker_dir>/<job_id>.go` (the test's go-ahead), then SIGKILL. Any other prompt: a
+    normal job.
     """
 
     def run(self, inputs, cancelled: threading.Event):
@@ -65,6 +67,11 @@ class Faulty(ReferenceBackend):
             import torch
 
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (test fault)")
+        elif fault == "kill_on_go":
+            go = Path(self.context.settings["marker_dir"]) / f"{inputs.job_id}.go"
+            while not go.exists():
+                time.sleep(0.02)
+            os.kill(os.getpid(), signal.SIGKILL)
         elif fault == "crash_once":
             marker = Path(self.context.settings["marker_dir"]) / inputs.job_id
             if not marker.exists():
