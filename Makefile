@@ -30,7 +30,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed-runtime
 TOOLS := $(VENV)/tools
 $(VENV)/.installed-tools: | $(VENV)/bin/python
 	rm -rf $(TOOLS) && mkdir -p $(TOOLS)/deb
-	cd $(TOOLS)/deb && apt-get download prometheus
+	cd $(TOOLS)/deb && apt-get download prometheus || { \
+		echo "make tools: 'apt-get download prometheus' failed; the apt lists may need 'apt-get update' (as root)" >&2; exit 1; }
 	dpkg-deb -x $(TOOLS)/deb/prometheus_*.deb $(TOOLS)/prometheus
 	rm -rf $(TOOLS)/deb
 	$(TOOLS)/prometheus/usr/bin/promtool --version
