@@ -7,6 +7,7 @@ before any of the body is read.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import TYPE_CHECKING
@@ -114,7 +115,9 @@ def create_app(node: Node) -> Sanic:
     @app.get("/gpu/status")
     async def gpu_status(request: Request) -> HTTPResponse:
         require_auth(request)
-        return json_response(status.gpu_status_body(node))
+        # NVML calls block in C; a thread keeps the event loop answering meanwhile.
+        gpus = await asyncio.to_thread(node.nvml.read, node.worker_gpus())
+        return json_response(status.gpu_status_body(node, gpus))
 
     @app.get("/health")
     async def health(request: Request) -> HTTPResponse:
@@ -135,7 +138,8 @@ def create_app(node: Node) -> Sanic:
             presented = bearer_token(request.headers.get("authorization"))
             if presented is None or not node.metrics_tokens.accepts(presented):
                 raise ApiError(401, "unauthorized", "missing or invalid bearer token for /metrics")
-        body, content_type = node.metrics.exposition()
+        # Off the event loop: the GPU collector calls NVML, which blocks in C.
+        body, content_type = await asyncio.to_thread(node.metrics.exposition)
         return HTTPResponse(body, content_type=content_type)
 
     return app

@@ -27,8 +27,11 @@ from supervisor.callback import CallbackSender
 from supervisor import config as config_module
 from supervisor.config import LoadedConfig
 from supervisor.dispatcher import Dispatcher
+from supervisor.gpu_collector import GpuCollector
+from supervisor.gpu_selection import GpuRef, worker_gpus
 from supervisor.jobs import JobResult, JobStore
 from supervisor.metrics import Metrics
+from supervisor.nvml import Nvml
 from supervisor.reload import plan_reload
 from supervisor.scheduler import Scheduler
 from supervisor.status import readiness
@@ -79,6 +82,9 @@ class Node:
             model_loaded=lambda: self.worker.model_loaded,
         )
         self._set_build_info(cfg.model.version or "")
+        # GPU figures from NVML, for /metrics and /gpu/status; started in run().
+        self.nvml = Nvml()
+        self.metrics.registry.register(GpuCollector(self.nvml, self.worker_gpus))
         self.app = create_app(self)
 
     def readiness(self) -> str:
@@ -86,6 +92,12 @@ class Node:
 
     def worker_failed_result(self) -> JobResult:
         return JobResult.failure("shutdown", "the worker cannot be kept running (crash loop); the node is stopping")
+
+    def worker_gpus(self) -> list[GpuRef]:
+        """The GPU the worker computes on: the device it reported once ready, else the configured one."""
+        ready = self.worker.last_ready
+        device = ready.device if ready is not None else self.config.worker.device
+        return worker_gpus(device, os.environ.get("CUDA_VISIBLE_DEVICES"))
 
     async def run(self) -> int:
         cfg = self.config
@@ -102,6 +114,7 @@ class Node:
             return 1
         assert server is not None
         dispatcher = None
+        self.nvml.start()
         try:
             await server.startup()
             events.info(
@@ -133,6 +146,7 @@ class Node:
             server.close()
             await server.wait_closed()
             remove_runtime_dir(self.runtime_dir)
+            self.nvml.close()
             events.info("node_stopped")
 
     def _fatal(self, why: str) -> None:
