@@ -3,6 +3,7 @@ and callback: the workflow of built-in image nodes in tests/support/workflows/im
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import numpy
@@ -21,7 +22,9 @@ def comfy_node(tmp_path_factory, receiver):
     """One node for the module: importing the engine and initialising its nodes takes seconds."""
     root = require_root()
     proc = NodeProcess(tmp_path_factory.mktemp("comfy"), receiver.url, {
-        "worker": {"backend": "tests.support.comfyui:TestComfyUIBackend", "startup_timeout_s": 300},
+        # Jobs here take milliseconds; 5 s is for the hung graph of the timeout test.
+        "worker": {"backend": "tests.support.comfyui:TestComfyUIBackend", "startup_timeout_s": 300,
+                   "inference_timeout_s": 5},
         "model": {"custom": blend_settings(root)},
     }).start(timeout=300)
     yield proc
@@ -110,6 +113,22 @@ async def test_out_of_memory_in_a_node_fails_the_job_and_keeps_the_worker(comfy_
     after = await run_job(http, comfy_node, receiver, "comfy-after-oom", person, garment, seed=4, steps=4)
     assert after.fields["status"] == "succeeded"
     assert numpy.abs(output_pixels(after) - expected_blend(person, garment, x=4, y=4)).max() <= 1
+
+
+async def test_a_hung_graph_times_out_and_a_new_worker_takes_the_next_job(comfy_node, receiver, http):
+    # The contract's timeout: the watchdog kills the worker (only a kill surely frees a GPU).
+    pid = comfy_node.worker_pid()
+    callback = await run_job(http, comfy_node, receiver, "comfy-hang", noise_png(64, 48, 11), noise_png(16, 12, 12),
+                             prompt="hang")
+    assert callback.fields["status"] == "failed"
+    assert callback.fields["error_code"] == "inference_timeout"
+    assert comfy_node.wait_event("worker_exited", pid=pid)["reason"] == "watchdog"
+    await asyncio.to_thread(comfy_node.wait_ready, 120)
+    assert comfy_node.worker_pid() != pid
+    person, garment = noise_png(64, 48, 13), noise_png(16, 12, 14)
+    after = await run_job(http, comfy_node, receiver, "comfy-after-hang", person, garment, seed=2, steps=3)
+    assert after.fields["status"] == "succeeded"
+    assert numpy.abs(output_pixels(after) - expected_blend(person, garment, x=2, y=3)).max() <= 1
 
 
 def test_a_mapping_to_a_missing_node_fails_the_start_before_ready(tmp_path, receiver):
