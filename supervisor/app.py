@@ -17,7 +17,7 @@ from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse
 
 from ipc.jsonlog import EventLog
-from supervisor import status
+from supervisor import jobs_api, status
 from supervisor.auth import bearer_token
 from supervisor.errors import STATUS_CODES, ApiError, error_response, json_response, unauthorized
 from supervisor.multipart_form import boundary_of, read_form, too_large
@@ -114,6 +114,17 @@ def create_app(node: Node) -> Sanic:
     async def gpu_status(request: Request) -> HTTPResponse:
         require_auth(request)
         return json_response(status.gpu_status_body(node))
+
+    @app.get("/jobs/<job_id>")
+    async def get_job(request: Request, job_id: str) -> HTTPResponse:
+        require_auth(request)
+        return json_response(jobs_api.describe(node.jobs_api.find(job_id)))
+
+    @app.delete("/jobs/<job_id>")
+    async def cancel_job(request: Request, job_id: str) -> HTTPResponse:
+        require_auth(request)
+        job = await node.jobs_api.cancel(job_id)
+        return json_response(jobs_api.describe(job), 202)
 
     @app.get("/health")
     async def health(request: Request) -> HTTPResponse:

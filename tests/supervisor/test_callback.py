@@ -11,6 +11,7 @@ from supervisor.callback import CallbackSender, backoff_s, is_retryable, parse_r
 from supervisor.config import CallbackConfig
 from supervisor.jobs import CallbackState, Job, JobResult
 from supervisor.metrics import Metrics
+from supervisor.spool import Spool
 from supervisor.tryon_form import JobOptions
 from tests.support.receiver import Reply
 
@@ -31,13 +32,20 @@ def sleeps():
 
 
 @pytest.fixture
-async def sender(receiver, sleeps):
+def spool(tmp_path):
+    s = Spool(tmp_path / "spool")
+    s.open()
+    return s
+
+
+@pytest.fixture
+async def sender(receiver, sleeps, spool):
     async def fake_sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
     s = CallbackSender(
         CallbackConfig(url=receiver.url, token="cb-token", timeout_s=5, max_retries=3),
-        "node-7", Metrics(), sleep=fake_sleep, jitter=lambda: 0.5,
+        "node-7", Metrics(), spool, sleep=fake_sleep, jitter=lambda: 0.5,
     )
     await s.start()
     yield s
@@ -97,29 +105,37 @@ async def test_a_4xx_is_final_and_not_retried(sender, receiver, sleeps):
     assert job.callback_state is CallbackState.UNDELIVERABLE and sleeps == []
 
 
-async def test_gives_up_after_one_plus_max_retries_attempts(sender, receiver, sleeps):
+async def test_after_one_plus_max_retries_attempts_the_spool_takes_over(sender, receiver, sleeps, spool):
     receiver.script.extend([Reply(503)] * 10)
     job = finished_job("cb-spent", OK)
     await sender.deliver(job)
-    assert len(receiver.for_job("cb-spent")) == 4
-    assert job.callback_state is CallbackState.UNDELIVERABLE
+    calls = receiver.for_job("cb-spent")
+    assert len(calls) == 4
+    assert job.callback_state is CallbackState.RETRYING
+    # Still on disk, byte for byte what was sent, and due spool.retry_initial_s (30 s) later.
+    ((name, record),) = spool.records()
+    assert record.job_id == "cb-spent" and record.webhook_id == job.webhook_id
+    assert spool.read(name) == calls[0].raw
+    delivery = sender.redelivery.get("cb-spent")
+    assert delivery is not None and delivery.body is None  # read back from disk when due
+    assert 29 < delivery.due - time.time() <= 30
     receiver.script.clear()
 
 
-async def test_connection_refused_is_retried(sleeps):
+async def test_connection_refused_is_retried(sleeps, spool):
     async def fake_sleep(seconds):
         sleeps.append(seconds)
 
     sender = CallbackSender(
         CallbackConfig(url="http://127.0.0.1:9/cb", token="t", timeout_s=2, max_retries=2),
-        "n", Metrics(), sleep=fake_sleep, jitter=lambda: 0.5,
+        "n", Metrics(), spool, sleep=fake_sleep, jitter=lambda: 0.5,
     )
     await sender.start()
     job = finished_job("cb-refused", OK)
     await sender.deliver(job)
     await sender.close(1)
     assert job.callback_attempts == 3 and sleeps == [1.0, 2.0]
-    assert job.callback_state is CallbackState.UNDELIVERABLE
+    assert job.callback_state is CallbackState.RETRYING and spool.holds("cb-refused")
 
 
 def test_backoff_doubles_with_jitter_between_half_and_one_and_a_half():
