@@ -102,7 +102,6 @@ class Redelivery:
                         self._run_one(delivery), name=f"redeliver-{delivery.record.job_id}"
                     )
                     self._in_flight.add(task)
-                    task.add_done_callback(self._in_flight.discard)
                 timeout = None
                 if self._heap and len(self._in_flight) < self._concurrency:
                     timeout = max(0.0, self._heap[0][0] - now)
@@ -117,12 +116,14 @@ class Redelivery:
                 await asyncio.wait(set(self._in_flight))
 
     async def _run_one(self, delivery: Delivery) -> None:
+        delay: float | None = ERROR_RETRY_S
         try:
             delay = await self._attempt(delivery)
         except Exception:  # a bug must not lose the result: it stays on disk and is tried later
             events.exception("redelivery_error", job_id=delivery.record.job_id)
-            delay = ERROR_RETRY_S
         finally:
+            # Here, not in a done callback: the loop must see the free place when it wakes.
+            self._in_flight.discard(asyncio.current_task())  # type: ignore[arg-type]
             self._wake.set()
         if delay is None:
             if self._by_job.get(delivery.record.job_id) is delivery:
