@@ -258,7 +258,8 @@ class CallbackSender:
         delivery = Delivery(record, job, body=body.data)
         started = time.perf_counter()
         try:
-            delivery.name = await asyncio.to_thread(self.spool.write, record, body.data)
+            delivery.name = await asyncio.to_thread(self.spool.write_file, record, body.data)
+            self.spool.add(delivery.name, record)
         except OSError as exc:
             # The disk failed us mid-run: still deliver, from memory, while this process lives.
             events.error("spool_write_failed", job_id=job.job_id, error=str(exc), dir=str(self.spool.root))

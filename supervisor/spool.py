@@ -171,6 +171,13 @@ class Spool:
 
     def write(self, record: SpoolRecord, body: bytes) -> str:
         """Store a result durably; its file name. Raises OSError (disk full, ...)."""
+        name = self.write_file(record, body)
+        self.add(name, record)
+        return name
+
+    def write_file(self, record: SpoolRecord, body: bytes) -> str:
+        """The slow, blocking half of write() (for a thread): the file only, not the index,
+        which only the event loop's thread touches (see add())."""
         name = file_name(record)
         tmp = self.tmp / name
         try:
@@ -183,8 +190,11 @@ class Spool:
             _unlink(tmp)
             raise
         _fsync_dir(self.root)
-        self._index(name, record)
         return name
+
+    def add(self, name: str, record: SpoolRecord) -> None:
+        """Count a file written by write_file() as pending."""
+        self._index(name, record)
 
     def read(self, name: str) -> bytes:
         """The body of a pending entry. FileNotFoundError if it went away, SpoolCorrupt."""
