@@ -101,6 +101,24 @@ def decode(data: bytes) -> tuple[SpoolRecord, bytes]:
         raise SpoolCorrupt(f"unreadable header: {exc}") from None
 
 
+def read_header(path: Path) -> SpoolRecord:
+    """The header of a spool file without reading its body (a start with a large backlog
+    reads kilobytes, not gigabytes); the checksum is verified when the body is read."""
+    start = len(MAGIC) + _LENGTH.size
+    with open(path, "rb") as f:
+        prefix = f.read(start)
+        if len(prefix) < start or not prefix.startswith(MAGIC):
+            raise SpoolCorrupt("not a spool file (bad magic or too short)")
+        (header_len,) = _LENGTH.unpack_from(prefix, len(MAGIC))
+        if start + header_len + DIGEST_BYTES > os.fstat(f.fileno()).st_size:
+            raise SpoolCorrupt("truncated")
+        header = f.read(header_len)
+    try:
+        return _decoder.decode(header)
+    except msgspec.DecodeError as exc:
+        raise SpoolCorrupt(f"unreadable header: {exc}") from None
+
+
 def file_name(record: SpoolRecord) -> str:
     # `~` is outside the id alphabet, so the name is unambiguous; it is for people only:
     # the header is what the node trusts.
@@ -121,7 +139,8 @@ class Spool:
 
     def open(self) -> list[Loaded]:
         """Create the folders, prove the disk takes a write, and list what waits for
-        delivery (quarantining what cannot be read). SpoolUnusable when it cannot be used."""
+        delivery (`*.cb` files; quarantining those whose header cannot be read).
+        SpoolUnusable when the folder cannot be used."""
         try:
             for folder in (self.root, self.tmp, self.dead, self.quarantine_dir):
                 folder.mkdir(parents=True, exist_ok=True)
@@ -133,11 +152,11 @@ class Spool:
             events.warning("spool_tmp_removed", file=leftover.name)
             _unlink(leftover)
         loaded = []
-        for path in sorted(self.root.iterdir()):
-            if not path.is_file() or path.name.startswith("."):
+        for path in sorted(self.root.glob(f"*{SUFFIX}")):
+            if not path.is_file():
                 continue
             try:
-                record, _ = decode(path.read_bytes())
+                record = read_header(path)
             except (SpoolCorrupt, OSError) as exc:
                 self.quarantine(path.name, str(exc))
                 continue

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from supervisor.callback import CallbackSender, backoff_s, is_retryable, parse_retry_after
+from supervisor.callback import CallbackSender, backoff_s, build_body, is_retryable, parse_retry_after, spool_record
 from supervisor.config import CallbackConfig, SpoolConfig
 from supervisor.redelivery import spool_delay
 from supervisor.signing import parse_secret, signature
@@ -275,3 +275,19 @@ def test_spool_delays_double_up_to_the_cap():
 async def until(condition) -> None:
     while not condition():
         await asyncio.sleep(0.01)
+
+
+async def test_a_spooled_body_found_damaged_is_quarantined_not_sent(receiver, spool):
+    job = finished_job("cb-damaged", OK)
+    body = await build_body(job, "node-7")
+    name = spool.write(spool_record(job, body, time.time()), body.data)
+    path = spool.root / name
+    data = path.read_bytes()
+    path.write_bytes(data[:-40] + bytes([data[-40] ^ 1]) + data[-39:])
+    reopened = Spool(spool.root)
+    reopened.open()  # the header is fine: pending
+    sender = await make_sender(receiver.url, reopened)
+    await asyncio.wait_for(until(lambda: not reopened.holds("cb-damaged")), 10)
+    await sender.close(1)
+    assert receiver.for_job("cb-damaged") == []
+    assert [p.name for p in reopened.quarantine_dir.iterdir()] == [name]

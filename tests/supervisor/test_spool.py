@@ -55,8 +55,8 @@ def test_remove_and_dead_letter_take_the_job_out_of_the_pending_set(spool):
 @pytest.mark.parametrize(
     "damage",
     [
-        lambda data: data[: len(data) // 2],  # truncated
-        lambda data: data[:-40] + b"X" + data[-39:],  # a flipped byte in the body
+        lambda data: data[: len(MAGIC) + 10],  # truncated inside the header
+        lambda data: data[:30] + b"{" + data[31:],  # a broken header
         lambda data: b"something else entirely",  # not a spool file
         lambda data: b"",  # empty
     ],
@@ -70,6 +70,29 @@ def test_damaged_entries_are_quarantined_at_start_never_fatal(spool, damage):
     assert again.open() == []
     assert [p.name for p in again.quarantine_dir.iterdir()] == [name]
     assert quarantined == [1] and not again.holds("job-1")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[:-40] + bytes([data[-40] ^ 1]) + data[-39:],  # a flipped bit in the body
+        lambda data: data[: len(data) - 100],  # truncated inside the body
+    ],
+)
+def test_a_damaged_body_is_found_when_read_and_can_be_quarantined(spool, damage):
+    name = spool.write(record(), b"the body" * 50)
+    path = spool.root / name
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(SpoolCorrupt, match="checksum"):
+        spool.read(name)
+    spool.quarantine(name, "checksum mismatch")
+    assert not spool.holds("job-1") and (spool.quarantine_dir / name).is_file()
+
+
+def test_files_that_are_not_entries_are_left_alone(spool):
+    (spool.root / "NOTES.txt").write_text("the operator's")
+    assert Spool(spool.root).open() == []
+    assert (spool.root / "NOTES.txt").is_file() and list(spool.quarantine_dir.iterdir()) == []
 
 
 def test_leftovers_of_an_interrupted_write_are_removed_at_start(spool):
