@@ -6,10 +6,11 @@ CONFIG ?= conf/config.yaml
 # Reinstall when the dependency declarations change.
 DEPS := setup.cfg pyproject.toml constraints.txt
 
-.PHONY: install install-dev run test bench demo check-config clean
+.PHONY: install install-dev tools run test bench demo check-config clean
 
 install: $(VENV)/.installed-runtime
 install-dev: $(VENV)/.installed-dev
+tools: $(VENV)/.installed-tools
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,13 +25,27 @@ $(VENV)/.installed-dev: $(VENV)/.installed-runtime
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[worker,dev]'
 	touch $@
 
+# prometheus and promtool for the observability tests: Debian's package, unpacked without
+# root (apt-get download + dpkg-deb -x) into $(VENV)/tools/, once; as root, stale apt lists
+# are refreshed first. A failure stops the build.
+TOOLS := $(VENV)/tools
+$(VENV)/.installed-tools: | $(VENV)/bin/python
+	rm -rf $(TOOLS) && mkdir -p $(TOOLS)/deb
+	cd $(TOOLS)/deb && { apt-get download prometheus || \
+		{ [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download prometheus; }; } || { \
+		echo "make tools: 'apt-get download prometheus' failed; the apt lists may need 'apt-get update' (as root)" >&2; exit 1; }
+	dpkg-deb -x $(TOOLS)/deb/prometheus_*.deb $(TOOLS)/prometheus
+	rm -rf $(TOOLS)/deb
+	$(TOOLS)/prometheus/usr/bin/promtool --version
+	touch $@
+
 run: install
 	$(BIN)/gpu-server serve --config $(CONFIG)
 
 check-config: install
 	$(BIN)/gpu-server check-config --config $(CONFIG)
 
-test: install-dev
+test: install-dev tools
 	$(BIN)/python -m pytest
 
 bench: install-dev

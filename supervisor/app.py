@@ -7,6 +7,7 @@ before any of the body is read.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import TYPE_CHECKING
@@ -57,10 +58,10 @@ class JsonErrorHandler(ErrorHandler):
 def create_app(node: Node) -> Sanic:
     app = Sanic("gpu_server", configure_logging=False, error_handler=JsonErrorHandler())
     app.ctx.node = node
-    cfg = node.config
+    # Handlers read `node.config` each time: a reload (SIGHUP) replaces it.
     app.config.update(
         {
-            "REQUEST_MAX_SIZE": cfg.server.max_body_bytes,
+            "REQUEST_MAX_SIZE": node.config.server.max_body_bytes,
             "ACCESS_LOG": False,
             "MOTD": False,
             "NOISY_EXCEPTIONS": False,
@@ -84,6 +85,7 @@ def create_app(node: Node) -> Sanic:
 
     @app.post("/tryon", stream=True)
     async def tryon(request: Request) -> HTTPResponse:
+        cfg = node.config
         length = _content_length(request)
         events.info("request_received", route="/tryon", content_length=length)
         try:
@@ -113,7 +115,9 @@ def create_app(node: Node) -> Sanic:
     @app.get("/gpu/status")
     async def gpu_status(request: Request) -> HTTPResponse:
         require_auth(request)
-        return json_response(status.gpu_status_body(node))
+        # NVML calls block in C; a thread keeps the event loop answering meanwhile.
+        gpus = await asyncio.to_thread(node.nvml.read, node.worker_gpus())
+        return json_response(status.gpu_status_body(node, gpus))
 
     @app.get("/jobs/<job_id>")
     async def get_job(request: Request, job_id: str) -> HTTPResponse:
@@ -133,7 +137,7 @@ def create_app(node: Node) -> Sanic:
 
     @app.get("/health/live")
     async def live(request: Request) -> HTTPResponse:
-        return json_response({"status": "ok", "node_id": cfg.node_id})
+        return json_response({"status": "ok", "node_id": node.config.node_id})
 
     @app.get("/version")
     async def version(request: Request) -> HTTPResponse:
@@ -141,11 +145,12 @@ def create_app(node: Node) -> Sanic:
 
     @app.get("/metrics")
     async def metrics(request: Request) -> HTTPResponse:
-        if cfg.metrics.token is not None:
+        if node.config.metrics.token is not None:
             presented = bearer_token(request.headers.get("authorization"))
             if presented is None or not node.metrics_tokens.accepts(presented):
                 raise ApiError(401, "unauthorized", "missing or invalid bearer token for /metrics")
-        body, content_type = node.metrics.exposition()
+        # Off the event loop: the GPU collector calls NVML, which blocks in C.
+        body, content_type = await asyncio.to_thread(node.metrics.exposition)
         return HTTPResponse(body, content_type=content_type)
 
     return app

@@ -28,12 +28,15 @@ class Dispatcher:
         callbacks: CallbackSender,
         metrics: Metrics,
         default_model_version: str | None = None,
+        retry_crashed_jobs: bool = False,
     ) -> None:
         self.scheduler = scheduler
         self.worker = worker
         self.callbacks = callbacks
         self.metrics = metrics
         self.default_model_version = default_model_version
+        # A job whose worker died under it runs once more on the next worker.
+        self.retry_crashed_jobs = retry_crashed_jobs
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -78,11 +81,30 @@ class Dispatcher:
                 continue  # never reached the worker: still first in line for the next one
             now = time.monotonic()
             job.mark_dispatched(now, self._model_version())
-            self.metrics.job_queue.observe(now - job.accepted_mono)
+            if job.attempts == 1:
+                self.metrics.job_queue.observe(now - job.accepted_mono)
             events.info(
-                "job_dispatched", job_id=job.job_id, queue_ms=round((now - job.accepted_mono) * 1000, 1)
+                "job_dispatched", job_id=job.job_id, attempt=job.attempts,
+                queue_ms=round((now - job.accepted_mono) * 1000, 1),
             )
-            self.complete(job, await outcome)
+            result = await outcome
+            if self._runs_again(job, result):
+                continue
+            self.complete(job, result)
+
+    def _runs_again(self, job: Job, result: JobResult) -> bool:
+        """A crash that may not be the job's fault gets one more run, where configured.
+        (Never a timeout or an out-of-memory: those would most likely happen again.)"""
+        if (
+            result.error_code != "worker_crashed"
+            or not self.retry_crashed_jobs
+            or job.attempts > 1
+            or self._aborted.is_set()
+        ):
+            return False
+        job.mark_requeued()
+        events.warning("job_retrying", job_id=job.job_id, attempt=job.attempts, error=result.error_message)
+        return True
 
     async def _until_worker_ready(self) -> bool:
         """True once the worker can take a job; False if the node aborts meanwhile."""

@@ -77,6 +77,8 @@ class Job:
     callback_state: CallbackState = CallbackState.PENDING
     callback_attempts: int = 0
     callback_last_status: int | None = None
+    # How many times it was handed to a worker (2: retried after a worker crash).
+    attempts: int = 0
 
     @property
     def finished(self) -> bool:
@@ -84,8 +86,15 @@ class Job:
 
     def mark_dispatched(self, now: float, model_version: str | None) -> None:
         self.state = JobState.RUNNING
-        self.dispatched_mono = now
+        self.attempts += 1
+        # The queue time ends at the first handover, also for a job run again.
+        if self.dispatched_mono is None:
+            self.dispatched_mono = now
         self.model_version = model_version
+
+    def mark_requeued(self) -> None:
+        """Back to waiting for a worker, inputs kept (its worker died under it)."""
+        self.state = JobState.QUEUED
 
     def mark_finished(self, result: JobResult, now: float) -> None:
         if result.ok:

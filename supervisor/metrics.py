@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import psutil
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -18,6 +17,8 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+
+from supervisor.worker_process import WorkerProcessCollector
 
 PREFIX = "gpu_server"
 # HTTP answers take milliseconds; a slow one is a problem worth seeing.
@@ -91,9 +92,6 @@ class Metrics:
         self.worker_restarts = Counter(
             f"{PREFIX}_worker_restarts", "Worker restarts by reason", ["reason"], registry=r
         )
-        self.worker_memory = Gauge(
-            f"{PREFIX}_worker_resident_memory_bytes", "Resident memory of the worker process", registry=r
-        )
         self.build_info = Gauge(
             f"{PREFIX}_build_info",
             "Always 1; the labels say what runs",
@@ -120,7 +118,8 @@ class Metrics:
         self.queue_length.set_function(lambda: float(queue_length()))
         self.worker_up.set_function(lambda: float(worker_pid() is not None))
         self.model_loaded.set_function(lambda: float(model_loaded()))
-        self.worker_memory.set_function(lambda: _rss(worker_pid()))
+        # worker_resident_memory_bytes and worker_cpu_seconds_total, read through psutil.
+        self.registry.register(WorkerProcessCollector(worker_pid))
         self.spool_pending.set_function(lambda: float(spool_pending()))
 
     def set_build_info(self, version: str, git_commit: str, backend: str, model_version: str) -> None:
@@ -134,11 +133,3 @@ class Metrics:
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
-
-def _rss(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    try:
-        return float(psutil.Process(pid).memory_info().rss)
-    except psutil.Error:
-        return 0.0

@@ -1,9 +1,11 @@
 """The node: wires the parts together and runs them from start to a clean stop.
 
 Signal handlers only put the signal on a queue; the main coroutine does the work
-(`handle_<signal>` methods, dispatched by name). A background task that dies of a bug
-puts FATAL on the same queue: the node then stops at once and exits 1, so that systemd
-or Kubernetes restart it, rather than limping on without a dispatcher.
+(`handle_<signal>` methods, dispatched by name): TERM/INT drain, HUP reloads the config,
+USR1 recycles the worker, QUIT stops now. A background task that dies of a bug puts
+FATAL on the same queue: the node then stops at once and exits 1, so that systemd or
+Kubernetes restart it, rather than limping on without a dispatcher. A worker that cannot
+be kept running (a crash loop) puts WORKER_FAILED there: drain, exit 3.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ipc import jsonlog
 from ipc.jsonlog import EventLog
 from ipc.messages import Ready
 from ipc.transport import make_runtime_dir, remove_runtime_dir
@@ -22,20 +25,29 @@ from supervisor.admission import Admission
 from supervisor.app import create_app
 from supervisor.auth import TokenSet
 from supervisor.callback import CallbackSender
+from supervisor import config as config_module
 from supervisor.config import LoadedConfig
 from supervisor.dispatcher import Dispatcher
+from supervisor.gpu_collector import GpuCollector
+from supervisor.gpu_selection import GpuRef, worker_gpus
 from supervisor.jobs import JobResult, JobStore
 from supervisor.jobs_api import JobsApi
 from supervisor.metrics import Metrics
+from supervisor.nvml import Nvml
+from supervisor.reload import plan_reload
 from supervisor.scheduler import Scheduler
 from supervisor.spool import Spool, SpoolUnusable
 from supervisor.status import readiness
 from supervisor.worker_supervisor import WorkerSupervisor, watched
 
 events = EventLog("supervisor.node")
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGQUIT)
+# Signals that do not stop the node: ignored (logged) while it is already stopping.
+NON_STOPPING = (signal.SIGHUP, signal.SIGUSR1)
 FATAL = "fatal"
+WORKER_FAILED = "worker_failed"
 EXIT_INTERNAL_ERROR = 1
+EXIT_WORKER_FAILED = 3
 
 
 class Node:
@@ -53,16 +65,20 @@ class Node:
         self.worker = WorkerSupervisor(loaded, self.metrics, self.runtime_dir)
         self.worker.on_ready = self._on_worker_ready
         self.worker.on_fatal = self._fatal
+        self.worker.on_failed = lambda why: self._stop_requests.put_nowait(WORKER_FAILED)
         self.spool = Spool(loaded.spool_dir, on_quarantine=self.metrics.spool_quarantined.inc)
         self.callbacks = CallbackSender(cfg.callback, cfg.node_id, self.metrics, self.spool, cfg.spool)
         self.dispatcher = Dispatcher(
-            self.scheduler, self.worker, self.callbacks, self.metrics, cfg.model.version
+            self.scheduler, self.worker, self.callbacks, self.metrics, cfg.model.version,
+            cfg.worker.retry_crashed_jobs,
         )
         self.admission = Admission(
             cfg, self.jobs, self.scheduler, self.metrics, self.readiness, self.dispatcher.wake, self.spool.holds
         )
         self.jobs_api = JobsApi(self.jobs, self.callbacks, self.scheduler, self.dispatcher, self.worker)
         self.draining = False
+        # Set once the worker is given up (crash loop): the node then exits 3, not 0.
+        self.worker_failed = False
         self._stop_requests: asyncio.Queue[signal.Signals | str] = asyncio.Queue()
         self.metrics.bind_state(
             busy=lambda: self.scheduler.busy,
@@ -72,10 +88,22 @@ class Node:
             spool_pending=lambda: len(self.spool),
         )
         self._set_build_info(cfg.model.version or "")
+        # GPU figures from NVML, for /metrics and /gpu/status; started in run().
+        self.nvml = Nvml()
+        self.metrics.registry.register(GpuCollector(self.nvml, self.worker_gpus))
         self.app = create_app(self)
 
     def readiness(self) -> str:
         return readiness(self.worker.state, self.draining)
+
+    def worker_failed_result(self) -> JobResult:
+        return JobResult.failure("shutdown", "the worker cannot be kept running (crash loop); the node is stopping")
+
+    def worker_gpus(self) -> list[GpuRef]:
+        """The GPU the worker computes on: the device it reported once ready, else the configured one."""
+        ready = self.worker.last_ready
+        device = ready.device if ready is not None else self.config.worker.device
+        return worker_gpus(device, os.environ.get("CUDA_VISIBLE_DEVICES"))
 
     async def run(self) -> int:
         cfg = self.config
@@ -95,6 +123,7 @@ class Node:
             return 1
         assert server is not None
         dispatcher = None
+        self.nvml.start()
         try:
             await server.startup()
             events.info(
@@ -110,6 +139,12 @@ class Node:
                 if request == FATAL:
                     await self._drain("internal error", drain_s=0.0)
                     return EXIT_INTERNAL_ERROR
+                if request == WORKER_FAILED:
+                    # Nothing queued can run: end it now, give the callbacks the drain's time.
+                    self.worker_failed = True
+                    self._end_unfinished(self.worker_failed_result())
+                    return await self._drain("worker failed", self.config.shutdown.drain_timeout_s)
+                assert isinstance(request, signal.Signals)
                 handler = getattr(self, f"handle_{request.name.removeprefix('SIG').lower()}")
                 exit_code = await handler()
                 if exit_code is not None:
@@ -120,6 +155,7 @@ class Node:
             server.close()
             await server.wait_closed()
             remove_runtime_dir(self.runtime_dir)
+            self.nvml.close()
             events.info("node_stopped")
 
     def _open_spool(self) -> bool:
@@ -147,6 +183,62 @@ class Node:
     async def handle_int(self) -> int:
         return await self._drain("SIGINT", self.config.shutdown.drain_timeout_s)
 
+    async def handle_quit(self) -> int:
+        """Stop now: unfinished jobs end with `shutdown`, their results are not waited for."""
+        events.info("shutdown_started", signal="SIGQUIT", drain_timeout_s=0)
+        self.draining = True
+        self._end_unfinished(JobResult.failure("shutdown", "the node was stopped at once (SIGQUIT)"))
+        # The running job is recorded once its killed worker is seen gone (milliseconds).
+        idle = asyncio.ensure_future(self.dispatcher.wait_idle())
+        if not (await asyncio.wait({idle}, timeout=10.0))[0]:
+            idle.cancel()
+            events.error("shutdown_jobs_unsettled")
+        await self.callbacks.close(0.0)
+        await self.worker.stop(grace_s=0.0)
+        return 0
+
+    async def handle_usr1(self) -> None:
+        self.worker.recycle("SIGUSR1")
+
+    async def handle_hup(self) -> None:
+        """Reload the config file; a bad file changes nothing."""
+        try:
+            loaded = config_module.load(self.loaded.path)
+        except config_module.ConfigError as exc:
+            events.error("config_reload_failed", config=str(self.loaded.path), problems=exc.problems)
+            return
+        plan = plan_reload(self.config, loaded.config)
+        if plan.applied.images.max_bytes > plan.applied.server.max_body_bytes:
+            # Checked against the new server section, which waits for a restart.
+            events.error(
+                "config_reload_failed", config=str(self.loaded.path),
+                problems=["images.max_bytes: larger than the running server.max_body_bytes (server.* needs a restart)"],
+            )
+            return
+        self._apply_config(LoadedConfig(plan.applied, loaded.path))
+        if plan.needs_restart:
+            events.warning("config_needs_restart", keys=plan.needs_restart)
+        events.info(
+            "config_reloaded", config=str(loaded.path), changed=plan.changed,
+            recycle_worker=plan.recycle_worker, kept_until_restart=plan.needs_restart,
+        )
+        if plan.recycle_worker:
+            self.worker.recycle("config reloaded")
+
+    def _apply_config(self, loaded: LoadedConfig) -> None:
+        cfg = self.config = loaded.config
+        self.loaded = loaded
+        self.tokens = TokenSet(cfg.auth.tokens)
+        self.metrics_tokens = TokenSet([cfg.metrics.token] if cfg.metrics.token else [])
+        self.jobs.retention_s = cfg.jobs.retention_s
+        self.scheduler.max_pending = cfg.queue.max_pending
+        self.admission.config = cfg
+        self.callbacks.config = cfg.callback
+        self.dispatcher.retry_crashed_jobs = cfg.worker.retry_crashed_jobs
+        self.dispatcher.default_model_version = cfg.model.version
+        self.worker.reconfigure(loaded)
+        jsonlog.set_level(cfg.logging.level)
+
     async def _drain(self, why: str, drain_s: float) -> int:
         """Stop taking jobs, let running and queued ones finish until the deadline, stop.
 
@@ -160,7 +252,7 @@ class Node:
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + drain_s
-        hurry = loop.create_task(self._stop_requests.get())
+        hurry = loop.create_task(self._next_stop_request())
         idle = loop.create_task(self.dispatcher.wait_idle())
         try:
             await asyncio.wait({idle, hurry}, timeout=drain_s, return_when=asyncio.FIRST_COMPLETED)
@@ -179,7 +271,16 @@ class Node:
             hurry.cancel()
             idle.cancel()
         await self.worker.stop()
-        return 0
+        return EXIT_WORKER_FAILED if self.worker_failed else 0
+
+    async def _next_stop_request(self) -> signal.Signals | str:
+        while True:
+            request = await self._stop_requests.get()
+            if request == WORKER_FAILED:
+                self.worker_failed = True  # nothing queued can run any more: hurry, exit 3
+            if request not in NON_STOPPING:
+                return request
+            events.info("signal_ignored", signal=request.name, why="the node is stopping")
 
     def _end_unfinished(self, result: JobResult) -> None:
         self.worker.stop_restarting()

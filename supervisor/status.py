@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
+from supervisor.nvml import GpuStats
 from supervisor.worker_state import SERVING, WorkerState
 
 _NOT_SERVING = {
@@ -16,6 +17,8 @@ _NOT_SERVING = {
 
 def readiness(worker_state: WorkerState, draining: bool) -> str:
     """`ok`, or what keeps the node from taking jobs: loading, restarting, failed, draining."""
+    if worker_state is WorkerState.FAILED:
+        return "failed"  # says why the node is going, more than `draining` would
     if draining:
         return "draining"
     if worker_state in SERVING:
@@ -34,7 +37,7 @@ def health_body(node, status: str) -> dict[str, Any]:
     }
 
 
-def gpu_status_body(node) -> dict[str, Any]:
+def gpu_status_body(node, gpus: Sequence[GpuStats] = ()) -> dict[str, Any]:
     scheduler = node.scheduler
     current = scheduler.current
     return {
@@ -49,8 +52,8 @@ def gpu_status_body(node) -> dict[str, Any]:
             "restarts": node.worker.restarts,
             "model_loaded": node.worker.model_loaded,
         },
-        # Filled from NVML where a driver is present (see the observability work).
-        "gpus": [],
+        # From NVML (read off the event loop by the route); [] where there is no driver.
+        "gpus": [gpu.as_dict() for gpu in gpus],
     }
 
 

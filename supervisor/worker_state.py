@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import signal
+from collections import deque
 from typing import Callable, NamedTuple
 
 
@@ -22,11 +23,11 @@ class WorkerState(str, enum.Enum):
 
 S = WorkerState
 TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
-    # STOPPED -> RESTARTING: the very first spawn failed (fork refused, say).
-    S.STOPPED: frozenset({S.STARTING, S.RESTARTING}),
+    # STOPPED -> RESTARTING or FAILED: the very first spawn failed (fork refused, say).
+    S.STOPPED: frozenset({S.STARTING, S.RESTARTING, S.FAILED}),
     S.STARTING: frozenset({S.READY, S.RESTARTING, S.FAILED, S.STOPPED}),
-    S.READY: frozenset({S.BUSY, S.RESTARTING, S.STOPPED}),
-    S.BUSY: frozenset({S.READY, S.RESTARTING, S.STOPPED}),
+    S.READY: frozenset({S.BUSY, S.RESTARTING, S.FAILED, S.STOPPED}),
+    S.BUSY: frozenset({S.READY, S.RESTARTING, S.FAILED, S.STOPPED}),
     S.RESTARTING: frozenset({S.STARTING, S.FAILED, S.STOPPED}),
     S.FAILED: frozenset({S.STOPPED}),
 }
@@ -57,23 +58,59 @@ class StateMachine:
 
 
 class RestartPolicy:
-    """At once after a crash that follows a healthy run; then 1 s doubling, capped.
+    """When to restart a worker that died unplanned, and when to give up.
 
+    Delay: at once after a crash that follows a healthy run; then 1 s doubling, capped.
     A run counts as healthy once it lasted `healthy_after_s`; a healthy run resets the
-    count of crashes in a row.
+    count of crashes in a row. Giving up: more than `max_restarts` unplanned restarts
+    within `restart_window_s` (a crash loop no backoff will cure: a missing model file,
+    a broken driver). Planned recycles are not recorded here.
     """
 
-    def __init__(self, max_backoff_s: float, healthy_after_s: float) -> None:
+    def __init__(
+        self,
+        max_backoff_s: float,
+        healthy_after_s: float,
+        max_restarts: int = 10,
+        restart_window_s: float = 600.0,
+    ) -> None:
         self.max_backoff_s = max_backoff_s
         self.healthy_after_s = healthy_after_s
+        self.max_restarts = max_restarts
+        self.restart_window_s = restart_window_s
         self.crashes_in_a_row = 0
+        self._recent: deque[float] = deque()
 
-    def next_delay(self, ran_for_s: float) -> float:
+    def note_run(self, ran_for_s: float) -> None:
+        """A worker ran `ran_for_s` before it ended (by a crash or a planned recycle)."""
         if ran_for_s >= self.healthy_after_s:
             self.crashes_in_a_row = 0
+
+    def next_delay(self, ran_for_s: float) -> float:
+        self.note_run(ran_for_s)
         delay = 0.0 if self.crashes_in_a_row == 0 else 2.0 ** (self.crashes_in_a_row - 1)
         self.crashes_in_a_row += 1
         return min(delay, self.max_backoff_s)
+
+    def record_crash(self, now: float) -> bool:
+        """Note an unplanned exit at `now` (monotonic seconds); True when it is one too many."""
+        self._recent.append(now)
+        while self._recent and self._recent[0] <= now - self.restart_window_s:
+            self._recent.popleft()
+        return len(self._recent) > self.max_restarts
+
+    @property
+    def recent_crashes(self) -> int:
+        return len(self._recent)
+
+    def reconfigure(
+        self, max_backoff_s: float, healthy_after_s: float, max_restarts: int, restart_window_s: float
+    ) -> None:
+        """New limits from a reloaded config; the history so far is kept."""
+        self.max_backoff_s = max_backoff_s
+        self.healthy_after_s = healthy_after_s
+        self.max_restarts = max_restarts
+        self.restart_window_s = restart_window_s
 
 
 class ExitReason(NamedTuple):

@@ -4,6 +4,11 @@ One worker at a time, each spawn a new "generation" with its own ZeroMQ identity
 message from a dead generation is recognised and dropped. The worker runs in its own
 process group (and session): killing the group leaves nothing behind, and a Ctrl-C on
 the supervisor's terminal reaches only the supervisor, which then drains.
+
+A worker ends in one of three ways: unplanned (it exited, a signal killed it, or the
+watchdog did), counted against the crash-loop limit and restarted after a backoff;
+recycled on request (USR1, a reloaded config), after its current job, restarted at
+once and not counted; or stopped with the node.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from ipc.transport import endpoint_in
 from supervisor.config import LoadedConfig
 from supervisor.jobs import Job, JobResult
 from supervisor.metrics import Metrics
+from supervisor.watchdog import Watchdog
 from supervisor.worker_state import (
     SERVING,
     RestartPolicy,
@@ -53,6 +59,7 @@ from supervisor.worker_state import (
 
 events = EventLog("supervisor.worker")
 STOP_GRACE_S = 5.0
+WATCH_PERIOD_S = 0.5
 
 
 class WorkerUnavailable(Exception):
@@ -69,6 +76,12 @@ class Generation:
     ready_at: float | None = None
     startup_failure: StartupFailed | None = None
     running: tuple[str, asyncio.Future] | None = None
+    # Monotonic times the watchdog reads: the last message of any kind, the job's handover.
+    last_heard: float = 0.0
+    job_started: float | None = None
+    # Its own limits: the heartbeat timeout must fit the interval this worker beats at.
+    watchdog: Watchdog | None = None
+    heartbeat_interval_s: float = 0.0
     # Set when we kill it on purpose: the restart reason, and how its running job ends.
     kill_reason: str | None = None
     abort_result: JobResult | None = None
@@ -76,6 +89,11 @@ class Generation:
 
     def __post_init__(self) -> None:
         self.identity = self.worker_id.encode()
+        self.last_heard = self.started
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None and self.kill_reason is None
 
     @property
     def pid(self) -> int:
@@ -99,13 +117,21 @@ class WorkerSupervisor:
         self.metrics = metrics
         self.endpoint = endpoint_in(runtime_dir)
         self.machine = StateMachine(self._on_state_change)
-        self.policy = RestartPolicy(self.config.worker.max_backoff_s, self.config.worker.healthy_after_s)
+        worker_cfg = self.config.worker
+        self.policy = RestartPolicy(
+            worker_cfg.max_backoff_s, worker_cfg.healthy_after_s,
+            worker_cfg.max_restarts, worker_cfg.restart_window_s,
+        )
         self.restarts = 0
+        # Why a recycle was asked for, until it happens (after the current job).
+        self._recycle_pending: str | None = None
         # The last Ready seen: what runs (or ran) on this node, kept across restarts.
         self.last_ready: Ready | None = None
         self.on_ready: Callable[[Ready], None] | None = None
         # Called if a background task of this class dies of a bug: the node cannot go on.
         self.on_fatal: Callable[[str], None] = lambda why: None
+        # Called once the worker is given up for a crash loop (state FAILED).
+        self.on_failed: Callable[[str], None] = lambda why: None
         self._gen: Generation | None = None
         self._generation_count = 0
         self._ctx = zmq.asyncio.Context()
@@ -152,7 +178,7 @@ class WorkerSupervisor:
         """Ask an idle worker to exit, kill it otherwise (or if it does not), stop watching."""
         self.stop_restarting()
         gen = self._gen
-        if gen is not None and self.state is WorkerState.READY:
+        if gen is not None and self.state is WorkerState.READY and grace_s > 0:
             # Only an idle, loaded worker reads its socket; anything else is killed.
             await self._send(gen, Shutdown())
             try:
@@ -183,6 +209,32 @@ class WorkerSupervisor:
         events.warning("worker_abort", pid=gen.pid, why=why)
         self._kill(gen, reason)
 
+    def recycle(self, why: str) -> None:
+        """Replace the worker by a fresh one once it is idle (new weights, new settings).
+
+        A busy worker finishes its job first; jobs that arrive meanwhile wait in the queue.
+        Not a crash: it is restarted at once and not counted against the crash-loop limit.
+        """
+        self._recycle_pending = why
+        events.info("worker_recycle_requested", why=why, state=self.state.value)
+        self._maybe_recycle()
+
+    def reconfigure(self, loaded: LoadedConfig) -> None:
+        """Take a reloaded config: limits apply now, spawn settings at the next spawn."""
+        self.loaded = loaded
+        self.config = loaded.config
+        w = self.config.worker
+        self.policy.reconfigure(w.max_backoff_s, w.healthy_after_s, w.max_restarts, w.restart_window_s)
+        gen = self._gen
+        if gen is not None and gen.watchdog is not None:
+            # A worker spawned with another heartbeat interval keeps its heartbeat timeout
+            # until it is recycled: the new one may be shorter than the beats it sends.
+            same_beat = w.heartbeat_interval_s == gen.heartbeat_interval_s
+            gen.watchdog = Watchdog(
+                w.inference_timeout_s,
+                w.heartbeat_timeout_s if same_beat else gen.watchdog.heartbeat_timeout_s,
+            )
+
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
@@ -191,7 +243,7 @@ class WorkerSupervisor:
         also when the worker dies or is aborted meanwhile. Raises WorkerUnavailable when
         the job could not be handed over (it is then still the caller's)."""
         gen = self._gen
-        if gen is None or self.state is not WorkerState.READY:
+        if gen is None or self.state is not WorkerState.READY or not gen.alive:
             raise WorkerUnavailable("the worker is not ready")
         assert job.person_image is not None and job.garment_image is not None
         options = job.options
@@ -206,6 +258,7 @@ class WorkerSupervisor:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         # Set before the send: a death during the send resolves the future.
         gen.running = (job.job_id, future)
+        gen.job_started = time.monotonic()
         self.machine.change(WorkerState.BUSY, f"job {job.job_id}")
         if not await self._send(gen, message, job.person_image, job.garment_image):
             # The worker's socket is gone: it is dead or dying. The job never reached it.
@@ -229,14 +282,26 @@ class WorkerSupervisor:
 
     async def _lifecycle(self) -> None:
         while not self._stopping.is_set():
-            ran_for = await self._run_generation()
+            gen, exit_reason, ran_for = await self._run_generation()
             if self._stopping.is_set():
                 break
-            delay = self.policy.next_delay(ran_for)
-            self.machine.change(WorkerState.RESTARTING, "worker exited")
+            planned = gen is not None and gen.kill_reason == "recycle"
+            if planned:
+                delay = 0.0
+                self.policy.note_run(ran_for)
+            elif self.policy.record_crash(time.monotonic()):
+                self._give_up()
+                await self._stopping.wait()
+                return  # still FAILED: /health says why the node is going
+            else:
+                delay = self.policy.next_delay(ran_for)
+            self.restarts += 1
+            self.metrics.worker_restarts.labels(exit_reason).inc()
+            self.machine.change(WorkerState.RESTARTING, "recycle" if planned else "worker exited")
             events.warning(
-                "worker_restarting", delay_s=delay, restarts=self.restarts,
+                "worker_restarting", reason=exit_reason, delay_s=delay, restarts=self.restarts,
                 crashes_in_a_row=self.policy.crashes_in_a_row,
+                crashes_in_window=self.policy.recent_crashes,
             )
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
@@ -244,19 +309,50 @@ class WorkerSupervisor:
                 pass
         self.machine.change(WorkerState.STOPPED, "supervisor stopping")
 
-    async def _run_generation(self) -> float:
-        """Spawn one worker and watch it until it is gone; how long it ran after ready."""
+    def _give_up(self) -> None:
+        w = self.config.worker
+        why = (
+            f"{self.policy.recent_crashes} unplanned worker exits within {w.restart_window_s:g} s "
+            f"(worker.max_restarts is {w.max_restarts})"
+        )
+        self.machine.change(WorkerState.FAILED, why)
+        events.error("worker_failed", why=why)
+        self.on_failed(why)
+
+    async def _run_generation(self) -> tuple[Generation | None, str, float]:
+        """Spawn one worker and watch it until it is gone: the generation, the restart
+        reason, and how long it ran after ready."""
         try:
             gen = await self._spawn()
         except Exception:  # fork failed, interpreter gone mid-deploy...: retried after the backoff
             events.exception("worker_spawn_failed")
-            return 0.0
+            return None, "exit", 0.0
         await self._await_startup(gen)
+        if gen.ready_at is not None:
+            await self._watch(gen)
         await gen.exited
-        self._on_exit(gen)
-        return time.monotonic() - (gen.ready_at or gen.started)
+        reason = self._on_exit(gen)
+        return gen, reason, time.monotonic() - (gen.ready_at or gen.started)
+
+    async def _watch(self, gen: Generation) -> None:
+        """Until the worker exits: kill it when the watchdog says so."""
+        while gen.alive:
+            now = time.monotonic()
+            assert gen.watchdog is not None
+            verdict = gen.watchdog.check(now, gen.last_heard, gen.job_started)
+            if verdict is not None:
+                job_id = gen.running[0] if gen.running is not None else None
+                events.error("worker_watchdog", pid=gen.pid, reason=verdict.reason, job_id=job_id, why=verdict.message)
+                self.abort(JobResult.failure("inference_timeout", verdict.message), verdict.message, verdict.reason)
+                return
+            # Capped: a job handed over or new limits reloaded meanwhile may bring the
+            # deadline forward, and a check costs nothing.
+            timeout = min(gen.watchdog.next_check_in(now, gen.last_heard, gen.job_started), WATCH_PERIOD_S)
+            await asyncio.wait({gen.exited}, timeout=timeout)
 
     async def _spawn(self) -> Generation:
+        # This spawn reads the current config: a recycle asked before now is served by it.
+        self._recycle_pending = None
         self._generation_count += 1
         number = self._generation_count
         worker_id = f"w{number}-{secrets.token_hex(4)}"
@@ -290,6 +386,8 @@ class WorkerSupervisor:
             process=process,
             started=time.monotonic(),
             exited=asyncio.ensure_future(process.wait()),
+            watchdog=Watchdog(cfg.worker.inference_timeout_s, cfg.worker.heartbeat_timeout_s),
+            heartbeat_interval_s=cfg.worker.heartbeat_interval_s,
         )
         self._gen = gen
         self.machine.change(WorkerState.STARTING, f"spawned pid {process.pid}")
@@ -313,7 +411,7 @@ class WorkerSupervisor:
             )
             self._kill(gen, "watchdog")
 
-    def _on_exit(self, gen: Generation) -> None:
+    def _on_exit(self, gen: Generation) -> str:
         returncode = gen.process.returncode
         assert returncode is not None
         _killpg(gen.pid)  # anything the worker left in its group goes with it
@@ -324,6 +422,7 @@ class WorkerSupervisor:
             fields["startup_failure"] = gen.startup_failure.reason
             fields["startup_message"] = gen.startup_failure.message
         stopping = self._stopping.is_set() and gen.kill_reason in (None, "stop")
+        stopping = stopping or gen.kill_reason == "recycle"  # asked for: not an error
         (events.info if stopping else events.error)(
             "worker_exited", pid=gen.pid, returncode=returncode, reason=reason,
             description=decoded.description, generation=gen.number, **fields,
@@ -338,13 +437,35 @@ class WorkerSupervisor:
                 future.set_result(result)
         if self._gen is gen:
             self._gen = None
-        if not self._stopping.is_set():
-            self.restarts += 1
-            self.metrics.worker_restarts.labels(reason).inc()
+        return reason
+
+    def _maybe_recycle(self, job_done: bool = False) -> None:
+        """Recycle now if one is pending and the worker holds no job."""
+        gen = self._gen
+        if self._recycle_pending is None or gen is None or not gen.alive:
+            return  # none asked, or between workers: the next spawn reads the current config
+        if self.state is WorkerState.BUSY and not job_done:
+            return  # after the job: `_finish_job` calls again
+        gen.kill_reason = "recycle"
+        self.machine.change(WorkerState.RESTARTING, f"recycle: {self._recycle_pending}")
+        watched(self._retire(gen), "worker-retire", self.on_fatal)
+
+    async def _retire(self, gen: Generation) -> None:
+        """Let an idle worker exit by itself (it frees the GPU cleanly), kill it otherwise."""
+        if gen.ready_at is not None:  # only the I/O loop of a loaded worker reads its socket
+            await self._send(gen, Shutdown())
+            done, _ = await asyncio.wait({gen.exited}, timeout=STOP_GRACE_S)
+            if done:
+                return
+            events.warning("worker_stop_timeout", pid=gen.pid, grace_s=STOP_GRACE_S)
+        _killpg(gen.pid)
 
     def _kill(self, gen: Generation, reason: str) -> None:
         if gen.kill_reason is None:
             gen.kill_reason = reason
+        if not self._stopping.is_set() and self.state in (WorkerState.STARTING, *SERVING):
+            # Not ready from now on, not when the exit is reaped: no job goes to it meanwhile.
+            self.machine.change(WorkerState.RESTARTING, f"killing the worker ({reason})")
         _killpg(gen.pid)
 
     async def _send(self, gen: Generation, message, *blobs: bytes) -> bool:
@@ -364,6 +485,7 @@ class WorkerSupervisor:
             if gen is None or frames[0].bytes != gen.identity:
                 events.debug("worker_message_dropped", identity=frames[0].bytes.decode(errors="replace"))
                 continue
+            gen.last_heard = time.monotonic()
             try:
                 message, blobs = self._decoder.decode(frames[1:])
                 self._handle(gen, message, blobs)
@@ -413,6 +535,7 @@ class WorkerSupervisor:
             return
         _, future = gen.running
         gen.running = None
+        gen.job_started = None
         if isinstance(message, JobSucceeded):
             result = JobResult(
                 image=codec.frame_bytes(blobs[0]),
@@ -423,7 +546,12 @@ class WorkerSupervisor:
             result = JobResult.failure(message.error_code, message.message, message.inference_ms)
         if not future.done():
             future.set_result(result)
-        self.machine.change(WorkerState.READY, f"job {message.job_id} done")
+        if gen.kill_reason is not None:
+            return  # a result that raced its kill: the worker is going, not ready
+        if self._recycle_pending is not None:
+            self._maybe_recycle(job_done=True)  # straight on: no job is handed to it meanwhile
+        else:
+            self.machine.change(WorkerState.READY, f"job {message.job_id} done")
 
     def _on_state_change(self, old: WorkerState, new: WorkerState, why: str) -> None:
         if new is WorkerState.READY:

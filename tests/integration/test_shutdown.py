@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 
 import pytest
 
 from tests.support.client import start_long_job, submit, tryon_form
 from tests.support.node import NodeProcess
+from tests.support.processes import alive
 from tests.support.receiver import Reply
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purposes.
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ")[1].split()[0] != "Z"
 
 
 def _node(tmp_path, receiver, **overrides) -> NodeProcess:

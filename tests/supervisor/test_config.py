@@ -29,6 +29,12 @@ def test_minimal_file_gets_the_contract_defaults():
     assert config.images.output_format == "png"
     assert config.worker.backend == "reference" and config.worker.device == "auto"
     assert config.worker.max_backoff_s == 60 and config.worker.healthy_after_s == 60
+    assert config.worker.inference_timeout_s == 600 and config.worker.heartbeat_timeout_s == 30
+    assert config.worker.max_restarts == 10 and config.worker.restart_window_s == 600
+    assert config.worker.retry_crashed_jobs is False
+    assert config.spool.dir is None and config.spool.max_age_s == 604800
+    assert config.spool.retry_initial_s == 30 and config.spool.retry_max_s == 600
+    assert config.callback.signing_secret is None
     assert config.jobs.retention_s == 3600 and config.shutdown.drain_timeout_s == 60
     assert config.logging.level == "INFO" and config.metrics.token is None
 
@@ -125,6 +131,11 @@ def test_resolve_path_order():
     assert str(cfg.resolve_path("a.yaml", {cfg.PATH_ENV: "b.yaml"})) == "a.yaml"
     assert str(cfg.resolve_path(None, {cfg.PATH_ENV: "b.yaml"})) == "b.yaml"
     assert str(cfg.resolve_path(None, {})) == cfg.DEFAULT_PATH
+
+
+def test_a_heartbeat_timeout_not_longer_than_the_interval_is_refused():
+    problems = problems_of(MINIMAL + "worker: {heartbeat_interval_s: 5, heartbeat_timeout_s: 5}\n")
+    assert any(p.startswith("worker.heartbeat_timeout_s:") for p in problems)
 
 
 def with_secret(secret: str) -> str:

@@ -21,3 +21,26 @@ from supervisor.worker_state import WorkerState as S
 )
 def test_readiness(state, draining, expected):
     assert readiness(state, draining) == expected
+
+
+def test_gpu_status_lists_gpus_in_the_documented_shape():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import yaml
+
+    from supervisor.nvml import GpuStats
+    from supervisor.status import gpu_status_body
+
+    node = SimpleNamespace(
+        config=SimpleNamespace(node_id="n1"),
+        scheduler=SimpleNamespace(current=None, busy=False, queue_length=0, max_pending=0),
+        worker=SimpleNamespace(state=S.READY, pid=42, restarts=0, model_loaded=True),
+    )
+    gpu = GpuStats(1, "NVIDIA H100", "GPU-1", 0.5, 2**30, 80 * 2**30, 50.0, None)
+    assert gpu_status_body(node)["gpus"] == []
+    (body,) = gpu_status_body(node, [gpu])["gpus"]
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml").read_text())
+    item = spec["components"]["schemas"]["GpuStatus"]["properties"]["gpus"]["items"]
+    assert set(body) == set(item["required"]) == set(item["properties"])
+    assert body["index"] == 1 and body["uuid"] == "GPU-1" and body["power_watts"] is None

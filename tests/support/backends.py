@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import faulthandler
+import os
+import signal
 import threading
 import time
+from pathlib import Path
 
 from gpu_worker.backends.reference import ReferenceBackend
 from gpu_worker.engine import BackendContext, LoadInfo
@@ -31,4 +36,45 @@ class SlowLoad(ReferenceBackend):
         return super().load()
 
     def run(self, inputs, cancelled: threading.Event):
+        return super().run(inputs, cancelled)
+
+
+class Faulty(ReferenceBackend):
+    """The reference backend, misbehaving on request: the job's prompt names the fault.
+
+    `fault:kill` SIGKILL, `fault:segv` a real segmentation fault, `fault:hang` never ends
+    (the I/O thread keeps beating), `fault:freeze` stops the whole process (no heartbeat
+    either), `fault:oom` raises torch's OutOfMemoryError, `fault:crash_once` kills the
+    worker the first time a job id is seen (marker files under `model.custom.marker_dir`),
+    and runs it normally the second time, `fault:kill_on_go` waits for a file
+    `<marker_dir>/<job_id>.go` (the test's go-ahead), then SIGKILL. Any other prompt: a
+    normal job.
+    """
+
+    def run(self, inputs, cancelled: threading.Event):
+        fault = (inputs.prompt or "").removeprefix("fault:") if (inputs.prompt or "").startswith("fault:") else None
+        if fault == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif fault == "segv":
+            faulthandler.disable()  # die as a CUDA library would: no Python in the way
+            ctypes.string_at(0)
+        elif fault == "hang":
+            while True:
+                time.sleep(3600)
+        elif fault == "freeze":
+            os.kill(os.getpid(), signal.SIGSTOP)
+        elif fault == "oom":
+            import torch
+
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (test fault)")
+        elif fault == "kill_on_go":
+            go = Path(self.context.settings["marker_dir"]) / f"{inputs.job_id}.go"
+            while not go.exists():
+                time.sleep(0.02)
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif fault == "crash_once":
+            marker = Path(self.context.settings["marker_dir"]) / inputs.job_id
+            if not marker.exists():
+                marker.touch()
+                os.kill(os.getpid(), signal.SIGKILL)
         return super().run(inputs, cancelled)

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from supervisor import config as cfg
+from supervisor.reload import plan_reload
+
+BASE = """
+node_id: node-1
+auth: {tokens: ["0123456789abcdef"]}
+callback: {url: "http://127.0.0.1:9/cb", token: t}
+"""
+
+
+def plan(extra_old: str, extra_new: str):
+    return plan_reload(cfg.parse(BASE + extra_old, {}), cfg.parse(BASE + extra_new, {}))
+
+
+def test_nothing_changed_is_an_empty_plan():
+    result = plan("", "")
+    assert result.changed == [] and not result.recycle_worker and result.needs_restart == []
+
+
+def test_live_settings_apply_without_touching_the_worker():
+    result = plan(
+        "",
+        "auth: {tokens: [\"fedcba9876543210\"]}\nqueue: {max_pending: 4}\n"
+        "worker: {inference_timeout_s: 30, max_restarts: 2}\nlogging: {level: DEBUG}\n",
+    )
+    assert result.changed == [
+        "auth.tokens", "logging.level", "queue.max_pending", "worker.inference_timeout_s", "worker.max_restarts",
+    ]
+    assert not result.recycle_worker
+    assert result.applied.auth.tokens == ["fedcba9876543210"]
+    assert result.applied.queue.max_pending == 4
+
+
+def test_settings_the_worker_is_spawned_with_recycle_it():
+    assert plan("", "worker: {device: cpu}\n").recycle_worker
+    assert plan("", "model: {reference: {default_steps: 3}}\n").recycle_worker
+    assert plan("", "images: {max_pixels: 1000}\n").recycle_worker
+    assert plan("", "model: {version: v2}\n").recycle_worker
+
+
+def test_listening_socket_identity_and_spool_need_a_restart_and_are_kept():
+    result = plan("", "node_id: node-2\nserver: {port: 9999}\nspool: {dir: /tmp/elsewhere, max_age_s: 60}\n")
+    assert result.needs_restart == ["node_id", "server.port", "spool.dir"]
+    assert result.applied.node_id == "node-1"
+    assert result.applied.server.port == 8080
+    assert result.applied.spool.dir is None
+    assert result.applied.spool.max_age_s == 60  # the rest of the section applies
