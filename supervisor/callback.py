@@ -162,13 +162,17 @@ class CallbackSender:
         self._all_spooled = asyncio.Event()
         self._all_spooled.set()
 
+    def reconfigure(self, config: CallbackConfig, spool_config: SpoolConfig) -> None:
+        """A reloaded config (SIGHUP): the next attempt uses its URL, token, timeout,
+        signing secret and spool backoff."""
+        self.config = config
+        self.spool_config = spool_config
+        self._key = signing.parse_secret(config.signing_secret) if config.signing_secret else None
+
     async def start(self) -> None:
         """Open the HTTP session and start retrying whatever the spool holds (after
         `Spool.open()`: a result of the previous run is due at once)."""
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
-            headers={"X-Internal-Auth": self.config.token},
-        )
+        self._session = aiohttp.ClientSession()
         for name, record in list(self.spool.records()):
             self.redelivery.schedule(Delivery(record, SpooledJob(record), name=name), 0.0)
         if len(self.spool):
@@ -366,11 +370,15 @@ class CallbackSender:
             "callback_attempt", job_id=record.job_id, attempt=attempt, url=self.config.url,
             webhook_id=record.webhook_id, from_spool=from_spool,
         )
+        cfg = self.config  # read per attempt: a reload applies from the next one
         headers = signing.headers(self._key, record.webhook_id, int(self._clock()), body)
         headers["Content-Type"] = record.content_type
+        headers["X-Internal-Auth"] = cfg.token
         started = time.perf_counter()
         try:
-            async with self._session.post(self.config.url, data=body, headers=headers) as response:
+            async with self._session.post(
+                cfg.url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=cfg.timeout_s)
+            ) as response:
                 await response.read()
                 code = response.status
                 retry_after = None
@@ -379,7 +387,7 @@ class CallbackSender:
                 status.callback_last_status = code
                 return Attempt(code, retry_after, f"HTTP {code}")
         except asyncio.TimeoutError:
-            return Attempt(None, None, f"timed out after {self.config.timeout_s} s")
+            return Attempt(None, None, f"timed out after {cfg.timeout_s} s")
         except aiohttp.ClientError as exc:
             return Attempt(None, None, f"{type(exc).__name__}: {exc}")
         finally:

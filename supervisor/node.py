@@ -233,7 +233,7 @@ class Node:
         self.jobs.retention_s = cfg.jobs.retention_s
         self.scheduler.max_pending = cfg.queue.max_pending
         self.admission.config = cfg
-        self.callbacks.config = cfg.callback
+        self.callbacks.reconfigure(cfg.callback, cfg.spool)
         self.dispatcher.retry_crashed_jobs = cfg.worker.retry_crashed_jobs
         self.dispatcher.default_model_version = cfg.model.version
         self.worker.reconfigure(loaded)

@@ -97,7 +97,9 @@ class Redelivery:
                 self._wake.clear()
                 now = self._clock()
                 while self._heap and self._heap[0][0] <= now and len(self._in_flight) < self._concurrency:
-                    _, _, delivery = heapq.heappop(self._heap)
+                    due, _, delivery = heapq.heappop(self._heap)
+                    if due != delivery.due or self._by_job.get(delivery.record.job_id) is not delivery:
+                        continue  # rescheduled since, or done: a stale place in the heap
                     task = asyncio.get_running_loop().create_task(
                         self._run_one(delivery), name=f"redeliver-{delivery.record.job_id}"
                     )

@@ -291,3 +291,19 @@ async def test_a_spooled_body_found_damaged_is_quarantined_not_sent(receiver, sp
     await sender.close(1)
     assert receiver.for_job("cb-damaged") == []
     assert [p.name for p in reopened.quarantine_dir.iterdir()] == [name]
+
+
+async def test_a_reloaded_config_applies_from_the_next_attempt(receiver, spool):
+    answers = iter([Reply(503), Reply(200)])
+    receiver.answer_for["cb-reload"] = lambda: next(answers)
+    sender = await make_sender(receiver.url, spool, SpoolConfig(retry_initial_s=3600))
+    job = finished_job("cb-reload", JobResult.failure("invalid_input", "broken"))
+    await sender.deliver(job)  # one attempt, 503: waits an hour in the spool
+    new = CallbackConfig(url=receiver.url, token="rotated-token", timeout_s=5, max_retries=0, signing_secret=SECRET)
+    sender.reconfigure(new, QUICK_SPOOL)
+    sender.redelivery.schedule(sender.redelivery.get("cb-reload"), 0)  # due now
+    await asyncio.wait_for(until(lambda: job.callback_state is CallbackState.DELIVERED), 10)
+    await sender.close(1)
+    first, second = receiver.for_job("cb-reload")
+    assert first.headers["X-Internal-Auth"] == "t" and "webhook-signature" not in first.headers
+    assert second.headers["X-Internal-Auth"] == "rotated-token" and "webhook-signature" in second.headers
