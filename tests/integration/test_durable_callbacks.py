@@ -12,7 +12,8 @@ import time
 import pytest
 
 from tests.integration.test_metrics import scrape, value
-from tests.support.client import submit, tryon_form
+from supervisor.spool import read_header
+from tests.support.client import start_long_job, submit, tryon_form
 from tests.support.node import TOKEN, NodeProcess, free_port
 from tests.support.receiver import Reply
 
@@ -148,3 +149,14 @@ def test_a_full_disk_stops_the_start_with_a_clear_error(tmp_path):
         assert "No space left on device" in node.stderr_path.read_text()
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+async def test_sigquit_keeps_the_undelivered_result_in_the_spool(tmp_path, receiver, http):
+    node = NodeProcess(tmp_path, receiver.url, {"shutdown": {"drain_timeout_s": 600}}).start()
+    receiver.answer_for["quit-1"] = lambda: Reply(503)
+    await start_long_job(http, node, "quit-1")
+    node.signal(signal.SIGQUIT)
+    assert await asyncio.to_thread(node.wait_exit, 30) == 0, node.tail()
+    (name,) = spool_files(node)
+    record = read_header(node.workdir / "spool" / name)
+    assert record.job_id == "quit-1" and record.state == "failed" and record.error_code == "shutdown"
