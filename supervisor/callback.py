@@ -286,12 +286,16 @@ class CallbackSender:
             assert delivery.name is not None
             try:
                 body = await asyncio.to_thread(self.spool.read, delivery.name)
-            except FileNotFoundError:
+            except FileNotFoundError:  # deleted by hand: the operator gave it up
                 events.warning("spool_entry_gone", job_id=record.job_id, file=delivery.name)
+                self.spool.remove(delivery.name)
                 return None
-            except (SpoolCorrupt, OSError) as exc:
+            except SpoolCorrupt as exc:
                 self.spool.quarantine(delivery.name, str(exc))
                 return None
+            except OSError as exc:  # the disk, for now: try again later, as for a failed attempt
+                events.error("spool_read_failed", job_id=record.job_id, file=delivery.name, error=str(exc))
+                return self.spool_config.retry_max_s
         attempt = delivery.status.callback_attempts + 1
         outcome = await self._attempt(delivery, body, attempt, from_spool=True)
         del body

@@ -307,3 +307,15 @@ async def test_a_reloaded_config_applies_from_the_next_attempt(receiver, spool):
     first, second = receiver.for_job("cb-reload")
     assert first.headers["X-Internal-Auth"] == "t" and "webhook-signature" not in first.headers
     assert second.headers["X-Internal-Auth"] == "rotated-token" and "webhook-signature" in second.headers
+
+
+async def test_an_entry_deleted_by_hand_is_given_up(receiver, spool):
+    receiver.answer_for["cb-deleted"] = lambda: Reply(503)
+    sender = await make_sender(receiver.url, spool, SpoolConfig(retry_initial_s=3600))
+    await sender.deliver(finished_job("cb-deleted", OK))
+    ((name, _),) = spool.records()
+    (spool.root / name).unlink()
+    sender.redelivery.schedule(sender.redelivery.get("cb-deleted"), 0)
+    await asyncio.wait_for(until(lambda: sender.redelivery.get("cb-deleted") is None), 10)
+    await sender.close(1)
+    assert not spool.holds("cb-deleted") and len(receiver.for_job("cb-deleted")) == 1
