@@ -35,6 +35,7 @@ class Admission:
         metrics: Metrics,
         readiness: Callable[[], str],
         on_admitted: Callable[[], None],
+        in_spool: Callable[[str], bool] = lambda job_id: False,
     ) -> None:
         self.config = config
         self.jobs = jobs
@@ -42,6 +43,8 @@ class Admission:
         self.metrics = metrics
         self.readiness = readiness
         self.on_admitted = on_admitted
+        # A result still waiting in the spool keeps its job_id known, also after a restart.
+        self.in_spool = in_spool
 
     def require_ready(self) -> None:
         status = self.readiness()
@@ -56,7 +59,7 @@ class Admission:
     def admit(self, submission: Submission) -> tuple[Job, int]:
         # Re-checked: the worker may have died or a drain begun while the body streamed in.
         self.require_ready()
-        if submission.job_id in self.jobs:
+        if submission.job_id in self.jobs or self.in_spool(submission.job_id):
             raise ApiError(409, "duplicate_job", f"job {submission.job_id} is already known to this node")
         options = submission.options
         job = Job(

@@ -18,7 +18,7 @@ from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse
 
 from ipc.jsonlog import EventLog
-from supervisor import status
+from supervisor import jobs_api, status
 from supervisor.auth import bearer_token
 from supervisor.errors import STATUS_CODES, ApiError, error_response, json_response, unauthorized
 from supervisor.multipart_form import boundary_of, read_form, too_large
@@ -118,6 +118,17 @@ def create_app(node: Node) -> Sanic:
         # NVML calls block in C; a thread keeps the event loop answering meanwhile.
         gpus = await asyncio.to_thread(node.nvml.read, node.worker_gpus())
         return json_response(status.gpu_status_body(node, gpus))
+
+    @app.get("/jobs/<job_id>")
+    async def get_job(request: Request, job_id: str) -> HTTPResponse:
+        require_auth(request)
+        return json_response(jobs_api.describe(node.jobs_api.find(job_id)))
+
+    @app.delete("/jobs/<job_id>")
+    async def cancel_job(request: Request, job_id: str) -> HTTPResponse:
+        require_auth(request)
+        job = await node.jobs_api.cancel(job_id)
+        return json_response(jobs_api.describe(job), 202)
 
     @app.get("/health")
     async def health(request: Request) -> HTTPResponse:

@@ -1,8 +1,11 @@
-"""Delivering a finished job's result to the Asset Service (aiohttp), with retries.
+"""Delivering a finished job's result to the Asset Service (aiohttp), at least once.
 
-The multipart body is built once per job, so every attempt sends the same bytes.
-Retried on connection errors, timeouts, 408, 429 and 5xx with exponential backoff and
-jitter (honouring Retry-After); any other 4xx is final.
+The multipart body is built once per job and written to the spool before the first
+attempt, so every attempt, also after a restart, sends the same bytes with the same
+`webhook-id`. Retried on connection errors, timeouts, 408, 429 and 5xx: first
+`callback.max_retries` quick retries (from 1 s doubling, with jitter), then from the
+spool (see redelivery.py), honouring Retry-After; any other 4xx is final (`undeliverable`,
+dead-lettered).
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from typing import Awaitable, Callable, NamedTuple
 import aiohttp
 
 from ipc.jsonlog import EventLog
-from supervisor.config import CallbackConfig
+from supervisor import signing
+from supervisor.config import CallbackConfig, SpoolConfig
 from supervisor.jobs import CallbackState, Job
 from supervisor.metrics import Metrics
+from supervisor.redelivery import Delivery, Redelivery, SpooledJob, spool_delay
+from supervisor.spool import Spool, SpoolCorrupt, SpoolRecord
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 RETRY_AFTER_CAP_S = 300.0
@@ -92,40 +98,104 @@ def is_retryable(status: int) -> bool:
     return status in RETRYABLE_STATUSES or status >= 500
 
 
+class Attempt(NamedTuple):
+    status: int | None  # None: no answer (connection error, timeout)
+    retry_after: float | None
+    problem: str
+
+    @property
+    def delivered(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def final(self) -> bool:
+        """A 4xx other than 408/429: the Asset Service will never take this result."""
+        return self.status is not None and not self.delivered and not is_retryable(self.status)
+
+
+def spool_record(job: Job, body: Body, now: float) -> SpoolRecord:
+    result = job.result
+    assert result is not None
+    return SpoolRecord(
+        job_id=job.job_id,
+        webhook_id=job.webhook_id,
+        content_type=body.content_type,
+        spooled_at=now,
+        state=job.state.value,
+        created_at=job.accepted_at,
+        timings_ms=job.timings_ms(),
+        error_code=result.error_code,
+        error_message=result.error_message,
+    )
+
+
 class CallbackSender:
     def __init__(
         self,
         config: CallbackConfig,
         node_id: str,
         metrics: Metrics,
+        spool: Spool,
+        spool_config: SpoolConfig = SpoolConfig(),
         *,
         backoff_base_s: float = 1.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.node_id = node_id
         self.metrics = metrics
+        self.spool = spool
+        self.spool_config = spool_config
         self.backoff_base_s = backoff_base_s
         self._sleep = sleep
         self._jitter = jitter
+        self._clock = clock
+        self._key = signing.parse_secret(config.signing_secret) if config.signing_secret else None
+        self.redelivery = Redelivery(self._redeliver, clock=clock)
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._redelivery_task: asyncio.Task | None = None
+        # Results not yet safe on disk: the node waits for them before it stops.
+        self._unspooled = 0
+        self._all_spooled = asyncio.Event()
+        self._all_spooled.set()
+
+    def reconfigure(self, config: CallbackConfig, spool_config: SpoolConfig) -> None:
+        """A reloaded config (SIGHUP): the next attempt uses its URL, token, timeout,
+        signing secret and spool backoff."""
+        self.config = config
+        self.spool_config = spool_config
+        self._key = signing.parse_secret(config.signing_secret) if config.signing_secret else None
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
-            headers={"X-Internal-Auth": self.config.token},
-        )
+        """Open the HTTP session and start retrying whatever the spool holds (after
+        `Spool.open()`: a result of the previous run is due at once)."""
+        self._session = aiohttp.ClientSession()
+        for name, record in list(self.spool.records()):
+            self.redelivery.schedule(Delivery(record, SpooledJob(record), name=name), 0.0)
+        if len(self.spool):
+            events.info("spool_loaded", pending=len(self.spool))
+        self._redelivery_task = asyncio.get_running_loop().create_task(self.redelivery.run(), name="redelivery")
+
+    def pending_job(self, job_id: str) -> Job | SpooledJob | None:
+        """A job whose result waits for redelivery: the job store may have forgotten it,
+        or it ran before this process started (then known from its spool entry)."""
+        delivery = self.redelivery.get(job_id)
+        return delivery.status if delivery is not None else None  # type: ignore[return-value]
 
     def submit(self, job: Job) -> None:
+        self._unspooled += 1
+        self._all_spooled.clear()
         task = asyncio.get_running_loop().create_task(self.deliver(job), name=f"callback-{job.job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def close(self, wait_s: float, hurry: asyncio.Future | None = None, hurry_wait_s: float = 0.0) -> None:
-        """Give deliveries under way up to `wait_s` to finish, then stop them. Once `hurry`
-        is done, what is left of the wait shrinks to `hurry_wait_s`."""
+        """Give deliveries under way up to `wait_s` to finish, then stop them (their results
+        stay in the spool). Once `hurry` is done, what is left of the wait shrinks to
+        `hurry_wait_s`. Whatever happens, every result is on disk before this returns."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         hurried = False
@@ -140,75 +210,189 @@ class CallbackSender:
             waiters = pending | ({hurry} if hurry is not None and not hurried else set())
             await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
             pending = {task for task in pending if not task.done()}
+        # Building a body and writing it takes milliseconds: never cut short.
+        await self._all_spooled.wait()
         for task in pending:
             task.cancel()
             job_id = task.get_name().removeprefix("callback-")
-            events.error("callback_failed", job_id=job_id, final=True, reason="node stopped first")
+            events.error("callback_failed", job_id=job_id, final=False, reason="node stopped first; kept in the spool")
         if pending:
             await asyncio.wait(pending)
+        if self._redelivery_task is not None:
+            self._redelivery_task.cancel()
+            await asyncio.wait({self._redelivery_task})
         if self._session is not None:
             await self._session.close()
 
+    # --- one job's delivery ------------------------------------------------------------
+
     async def deliver(self, job: Job) -> None:
-        body = await build_body(job, self.node_id)
+        try:
+            delivery = await self._spool(job)
+        finally:
+            self._unspooled -= 1
+            if self._unspooled == 0:
+                self._all_spooled.set()
         attempts = 1 + self.config.max_retries
         for attempt in range(1, attempts + 1):
-            job.callback_state = CallbackState.DELIVERING
-            job.callback_attempts += 1
-            status, retry_after, problem = await self._attempt(job, body, attempt)
-            if status is not None and 200 <= status < 300:
-                job.callback_state = CallbackState.DELIVERED
-                self.metrics.callback_attempts.labels("success").inc()
-                events.info("callback_succeeded", job_id=job.job_id, attempt=attempt, status=status)
-                break
-            if status is not None and not is_retryable(status):
-                job.callback_state = CallbackState.UNDELIVERABLE
-                self.metrics.callback_attempts.labels("undeliverable").inc()
-                events.error(
-                    "callback_failed", job_id=job.job_id, attempt=attempt, status=status,
-                    final=True, reason=problem,
-                )
-                break
+            assert delivery.body is not None
+            outcome = await self._attempt(delivery, delivery.body, attempt)
+            if outcome.delivered or outcome.final:
+                self._settle(delivery, outcome)
+                return
             if attempt == attempts:
-                job.callback_state = CallbackState.UNDELIVERABLE
-                self.metrics.callback_attempts.labels("failure").inc()
-                events.error(
-                    "callback_failed", job_id=job.job_id, attempt=attempt, status=status,
-                    final=True, reason=f"{problem}; retries spent",
-                )
                 break
             delay = backoff_s(attempt, self.backoff_base_s, self._jitter())
-            if retry_after is not None:
-                delay = max(delay, retry_after)
-            job.callback_state = CallbackState.RETRYING
-            self.metrics.callback_attempts.labels("retry").inc()
-            events.warning(
-                "callback_failed", job_id=job.job_id, attempt=attempt, status=status,
-                final=False, reason=problem, retry_in_s=round(delay, 3),
-            )
+            if outcome.retry_after is not None:
+                delay = max(delay, outcome.retry_after)
+            self._will_retry(delivery, outcome, attempt, delay)
             await self._sleep(delay)
-        job.release_output()
-        events.info("cleanup_done", job_id=job.job_id, callback_state=job.callback_state.value)
+        delay = max(self.spool_config.retry_initial_s, outcome.retry_after or 0.0)
+        self._will_retry(delivery, outcome, attempts, delay, "quick retries spent, ")
+        if delivery.name is not None:
+            delivery.body = None  # read back from the spool when due
+        self.redelivery.schedule(delivery, delay)
 
-    async def _attempt(self, job: Job, body: Body, attempt: int) -> tuple[int | None, float | None, str]:
-        """One POST: (status or None, Retry-After seconds, what went wrong)."""
+    async def _spool(self, job: Job) -> Delivery:
+        """Build the body and store it durably before the first attempt; the job's
+        image goes from memory (the body holds it now)."""
+        body = await build_body(job, self.node_id)
+        job.release_output()
+        record = spool_record(job, body, self._clock())
+        delivery = Delivery(record, job, body=body.data)
+        started = time.perf_counter()
+        try:
+            delivery.name = await asyncio.to_thread(self.spool.write_file, record, body.data)
+            self.spool.add(delivery.name, record)
+        except OSError as exc:
+            # The disk failed us mid-run: still deliver, from memory, while this process lives.
+            events.error("spool_write_failed", job_id=job.job_id, error=str(exc), dir=str(self.spool.root))
+        else:
+            events.info(
+                "spool_written", job_id=job.job_id, file=delivery.name, bytes=len(body.data),
+                write_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+        events.info("cleanup_done", job_id=job.job_id)
+        return delivery
+
+    async def _redeliver(self, delivery: Delivery) -> float | None:
+        """One attempt from the spool; seconds until the next, or None when done with it."""
+        record = delivery.record
+        if self._clock() >= record.spooled_at + self.spool_config.max_age_s:
+            self._expire(delivery)
+            return None
+        body = delivery.body
+        if body is None:
+            assert delivery.name is not None
+            try:
+                body = await asyncio.to_thread(self.spool.read, delivery.name)
+            except FileNotFoundError:  # deleted by hand: the operator gave it up
+                events.warning("spool_entry_gone", job_id=record.job_id, file=delivery.name)
+                self.spool.remove(delivery.name)
+                return None
+            except SpoolCorrupt as exc:
+                self.spool.quarantine(delivery.name, str(exc))
+                return None
+            except OSError as exc:  # the disk, for now: try again later, as for a failed attempt
+                events.error("spool_read_failed", job_id=record.job_id, file=delivery.name, error=str(exc))
+                return self.spool_config.retry_max_s
+        attempt = delivery.status.callback_attempts + 1
+        outcome = await self._attempt(delivery, body, attempt, from_spool=True)
+        del body
+        if outcome.delivered or outcome.final:
+            self._settle(delivery, outcome)
+            return None
+        delivery.spool_failures += 1
+        cfg = self.spool_config
+        delay = max(spool_delay(delivery.spool_failures, cfg.retry_initial_s, cfg.retry_max_s), outcome.retry_after or 0.0)
+        left = record.spooled_at + cfg.max_age_s - self._clock()
+        if delay >= left:
+            # No attempt fits before the age limit: this was the last one. The entry stays
+            # until the limit passes (nothing goes before), then is removed.
+            delivery.status.callback_state = CallbackState.RETRYING
+            self.metrics.callback_attempts.labels("failure").inc()
+            events.error(
+                "callback_failed", job_id=record.job_id, attempt=attempt, status=outcome.status, final=True,
+                reason=f"{outcome.problem}; the age limit passes before another attempt", from_spool=True,
+            )
+            return max(left, 0.0)
+        self._will_retry(delivery, outcome, attempt, delay, "from the spool, ")
+        return delay
+
+    def _will_retry(self, delivery: Delivery, outcome: Attempt, attempt: int, delay: float, how: str = "") -> None:
+        delivery.status.callback_state = CallbackState.RETRYING
+        self.metrics.callback_attempts.labels("retry").inc()
+        events.warning(
+            "callback_failed", job_id=delivery.record.job_id, attempt=attempt, status=outcome.status,
+            final=False, reason=f"{how}{outcome.problem}" if how else outcome.problem, retry_in_s=round(delay, 3),
+            spooled=delivery.name is not None,
+        )
+
+    def _settle(self, delivery: Delivery, outcome: Attempt) -> None:
+        """A 2xx (remove from the spool) or a final 4xx (to the dead letters)."""
+        record, status = delivery.record, delivery.status
+        if outcome.delivered:
+            status.callback_state = CallbackState.DELIVERED
+            self.metrics.callback_attempts.labels("success").inc()
+            if delivery.name is not None:
+                self.spool.remove(delivery.name)
+            events.info(
+                "callback_succeeded", job_id=record.job_id, attempt=status.callback_attempts,
+                status=outcome.status, webhook_id=record.webhook_id,
+            )
+        else:
+            status.callback_state = CallbackState.UNDELIVERABLE
+            self.metrics.callback_attempts.labels("undeliverable").inc()
+            if delivery.name is not None:
+                self.spool.dead_letter(delivery.name)
+            events.error(
+                "callback_failed", job_id=record.job_id, attempt=status.callback_attempts, status=outcome.status,
+                final=True, reason=outcome.problem, undeliverable=True,
+                dead_letter=str(self.spool.dead / delivery.name) if delivery.name else None,
+            )
+        delivery.body = None
+
+    def _expire(self, delivery: Delivery) -> None:
+        record = delivery.record
+        delivery.status.callback_state = CallbackState.UNDELIVERABLE
+        self.metrics.spool_expired.inc()
+        if delivery.name is not None:
+            self.spool.remove(delivery.name)
+        events.error(
+            "spool_entry_expired", job_id=record.job_id, webhook_id=record.webhook_id,
+            age_s=round(self._clock() - record.spooled_at), max_age_s=self.spool_config.max_age_s,
+            attempts=delivery.status.callback_attempts,
+        )
+
+    async def _attempt(self, delivery: Delivery, body: bytes, attempt: int, from_spool: bool = False) -> Attempt:
+        """One POST, signed for this attempt."""
         assert self._session is not None, "start() first"
-        events.info("callback_attempt", job_id=job.job_id, attempt=attempt, url=self.config.url)
+        record, status = delivery.record, delivery.status
+        status.callback_state = CallbackState.DELIVERING
+        status.callback_attempts += 1
+        events.info(
+            "callback_attempt", job_id=record.job_id, attempt=attempt, url=self.config.url,
+            webhook_id=record.webhook_id, from_spool=from_spool,
+        )
+        cfg = self.config  # read per attempt: a reload applies from the next one
+        headers = signing.headers(self._key, record.webhook_id, int(self._clock()), body)
+        headers["Content-Type"] = record.content_type
+        headers["X-Internal-Auth"] = cfg.token
         started = time.perf_counter()
         try:
             async with self._session.post(
-                self.config.url, data=body.data, headers={"Content-Type": body.content_type}
+                cfg.url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=cfg.timeout_s)
             ) as response:
                 await response.read()
-                status = response.status
+                code = response.status
                 retry_after = None
-                if status in (429, 503):
+                if code in (429, 503):
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                job.callback_last_status = status
-                return status, retry_after, f"HTTP {status}"
+                status.callback_last_status = code
+                return Attempt(code, retry_after, f"HTTP {code}")
         except asyncio.TimeoutError:
-            return None, None, f"timed out after {self.config.timeout_s} s"
+            return Attempt(None, None, f"timed out after {cfg.timeout_s} s")
         except aiohttp.ClientError as exc:
-            return None, None, f"{type(exc).__name__}: {exc}"
+            return Attempt(None, None, f"{type(exc).__name__}: {exc}")
         finally:
             self.metrics.callback_duration.observe(time.perf_counter() - started)

@@ -1,4 +1,4 @@
-"""`gpu-server serve` and `gpu-server check-config`.
+"""`gpu-server serve`, `gpu-server check-config` and `gpu-server spool list|replay`.
 
 Exit codes: 0 clean stop, 2 configuration error (each problem on stderr with its key
 path), 1 anything else.
@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in (
         ("serve", "start the node"),
         ("check-config", "validate the configuration file and exit"),
+        ("spool", "list the spool's entries, or move dead letters back to be sent again"),
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument(
@@ -28,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
             metavar="PATH",
             help=f"YAML file (default: ${config_module.PATH_ENV} or {config_module.DEFAULT_PATH})",
         )
+        if name == "spool":
+            sub.add_argument("action", choices=("list", "replay"), help="replay: dead letters back to the spool")
+            sub.add_argument("job_ids", nargs="*", metavar="JOB_ID", help="replay only these jobs' dead letters")
     return parser
 
 
@@ -47,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     loaded = _load(args.config)
     if loaded is None:
         return EXIT_CONFIG
+    if args.command == "spool":
+        from supervisor import spool_admin
+
+        return spool_admin.main(loaded.spool_dir, args.action, args.job_ids)
     if args.command == "check-config":
         cfg = loaded.config
         print(

@@ -17,6 +17,8 @@ import msgspec
 import yaml
 from msgspec import Meta, field
 
+from supervisor import signing
+
 MiB = 1024 * 1024
 DEFAULT_PATH = "conf/config.yaml"
 PATH_ENV = "GPU_SERVER_CONFIG"
@@ -151,6 +153,11 @@ class LoadedConfig(msgspec.Struct, frozen=True):
         """Relative paths in the file are relative to this directory."""
         return self.path.parent
 
+    @property
+    def spool_dir(self) -> Path:
+        configured = self.config.spool.dir
+        return self.base_dir / (configured if configured else "spool")
+
 
 class ConfigError(Exception):
     """One or more problems, each as `key.path: what is wrong`."""
@@ -274,5 +281,12 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
         problems.append(
             "worker.heartbeat_timeout_s: must be longer than worker.heartbeat_interval_s"
         )
+    if config.callback.signing_secret is not None:
+        try:
+            signing.parse_secret(config.callback.signing_secret)
+        except signing.BadSecret as exc:
+            problems.append(f"callback.signing_secret: {exc}")
+    if config.spool.retry_max_s < config.spool.retry_initial_s:
+        problems.append("spool.retry_max_s: must not be shorter than spool.retry_initial_s")
     if config.worker.backend == "comfyui" and not config.model.comfyui:
         problems.append("model.comfyui: required when worker.backend is comfyui")

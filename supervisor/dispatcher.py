@@ -68,7 +68,10 @@ class Dispatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if not await self._until_worker_ready():
+            ready = await self._until_worker_ready()
+            if job.finished:
+                continue  # cancelled while it waited for a worker; the slot went on
+            if not ready:
                 assert self._abort_result is not None
                 self.complete(job, self._abort_result)
                 continue

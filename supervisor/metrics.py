@@ -76,6 +76,15 @@ class Metrics:
             buckets=CALLBACK_BUCKETS,
             registry=r,
         )
+        self.spool_pending = Gauge(
+            f"{PREFIX}_spool_pending", "Results in the spool waiting for delivery", registry=r
+        )
+        self.spool_expired = Counter(
+            f"{PREFIX}_spool_expired", "Results removed undelivered at spool.max_age_s", registry=r
+        )
+        self.spool_quarantined = Counter(
+            f"{PREFIX}_spool_quarantined", "Spool files set aside as unreadable", registry=r
+        )
         self.busy = Gauge(f"{PREFIX}_busy", "1 while a job holds the GPU", registry=r)
         self.queue_length = Gauge(f"{PREFIX}_queue_length", "Jobs waiting for the GPU", registry=r)
         self.worker_up = Gauge(f"{PREFIX}_worker_up", "1 while the worker process runs", registry=r)
@@ -103,6 +112,7 @@ class Metrics:
         queue_length: Callable[[], int],
         worker_pid: Callable[[], int | None],
         model_loaded: Callable[[], bool],
+        spool_pending: Callable[[], int] = lambda: 0,
     ) -> None:
         self.busy.set_function(lambda: float(busy()))
         self.queue_length.set_function(lambda: float(queue_length()))
@@ -110,6 +120,7 @@ class Metrics:
         self.model_loaded.set_function(lambda: float(model_loaded()))
         # worker_resident_memory_bytes and worker_cpu_seconds_total, read through psutil.
         self.registry.register(WorkerProcessCollector(worker_pid))
+        self.spool_pending.set_function(lambda: float(spool_pending()))
 
     def set_build_info(self, version: str, git_commit: str, backend: str, model_version: str) -> None:
         self.build_info.clear()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from pathlib import Path
 
 from ipc import jsonlog
@@ -30,10 +31,12 @@ from supervisor.dispatcher import Dispatcher
 from supervisor.gpu_collector import GpuCollector
 from supervisor.gpu_selection import GpuRef, worker_gpus
 from supervisor.jobs import JobResult, JobStore
+from supervisor.jobs_api import JobsApi
 from supervisor.metrics import Metrics
 from supervisor.nvml import Nvml
 from supervisor.reload import plan_reload
 from supervisor.scheduler import Scheduler
+from supervisor.spool import Spool, SpoolUnusable
 from supervisor.status import readiness
 from supervisor.worker_supervisor import WorkerSupervisor, watched
 
@@ -63,14 +66,16 @@ class Node:
         self.worker.on_ready = self._on_worker_ready
         self.worker.on_fatal = self._fatal
         self.worker.on_failed = lambda why: self._stop_requests.put_nowait(WORKER_FAILED)
-        self.callbacks = CallbackSender(cfg.callback, cfg.node_id, self.metrics)
+        self.spool = Spool(loaded.spool_dir, on_quarantine=self.metrics.spool_quarantined.inc)
+        self.callbacks = CallbackSender(cfg.callback, cfg.node_id, self.metrics, self.spool, cfg.spool)
         self.dispatcher = Dispatcher(
             self.scheduler, self.worker, self.callbacks, self.metrics, cfg.model.version,
             cfg.worker.retry_crashed_jobs,
         )
         self.admission = Admission(
-            cfg, self.jobs, self.scheduler, self.metrics, self.readiness, self.dispatcher.wake
+            cfg, self.jobs, self.scheduler, self.metrics, self.readiness, self.dispatcher.wake, self.spool.holds
         )
+        self.jobs_api = JobsApi(self.jobs, self.callbacks, self.scheduler, self.dispatcher, self.worker)
         self.draining = False
         # Set once the worker is given up (crash loop): the node then exits 3, not 0.
         self.worker_failed = False
@@ -80,6 +85,7 @@ class Node:
             queue_length=lambda: self.scheduler.queue_length,
             worker_pid=lambda: self.worker.pid,
             model_loaded=lambda: self.worker.model_loaded,
+            spool_pending=lambda: len(self.spool),
         )
         self._set_build_info(cfg.model.version or "")
         # GPU figures from NVML, for /metrics and /gpu/status; started in run().
@@ -104,6 +110,9 @@ class Node:
         loop = asyncio.get_running_loop()
         for signum in HANDLED_SIGNALS:
             loop.add_signal_handler(signum, self._stop_requests.put_nowait, signum)
+        if not self._open_spool():
+            remove_runtime_dir(self.runtime_dir)
+            return EXIT_INTERNAL_ERROR
         try:
             server = await self.app.create_server(
                 cfg.server.host, cfg.server.port, access_log=False, return_asyncio_server=True, backlog=1024
@@ -148,6 +157,19 @@ class Node:
             remove_runtime_dir(self.runtime_dir)
             self.nvml.close()
             events.info("node_stopped")
+
+    def _open_spool(self) -> bool:
+        """Refuse to start on a spool that cannot take a write: jobs accepted then would
+        have nowhere safe for their results."""
+        try:
+            loaded = self.spool.open()
+        except SpoolUnusable as exc:
+            message = f"spool.dir: cannot use the spool folder: {exc}"
+            events.error("startup_failed", error=message)
+            print(f"gpu-server: {message}", file=sys.stderr)
+            return False
+        events.info("spool_opened", dir=str(self.spool.root), pending=len(loaded))
+        return True
 
     def _fatal(self, why: str) -> None:
         events.error("node_failing", why=why)
@@ -211,7 +233,7 @@ class Node:
         self.jobs.retention_s = cfg.jobs.retention_s
         self.scheduler.max_pending = cfg.queue.max_pending
         self.admission.config = cfg
-        self.callbacks.config = cfg.callback
+        self.callbacks.reconfigure(cfg.callback, cfg.spool)
         self.dispatcher.retry_crashed_jobs = cfg.worker.retry_crashed_jobs
         self.dispatcher.default_model_version = cfg.model.version
         self.worker.reconfigure(loaded)

@@ -49,6 +49,14 @@ class Scheduler:
             self._service_s = held_s if self._service_s is None else 0.7 * self._service_s + 0.3 * held_s
         self.current = self._pending.popleft() if self._pending else None
 
+    def remove_pending(self, job: Job) -> bool:
+        """Take a waiting job out of the queue (cancelled); False if it was not waiting."""
+        try:
+            self._pending.remove(job)
+        except ValueError:
+            return False
+        return True
+
     def take_pending(self) -> list[Job]:
         """Remove and return every waiting job (used when a drain deadline passes)."""
         jobs = list(self._pending)

@@ -32,6 +32,7 @@ from ipc.jsonlog import EventLog
 from ipc.messages import (
     PROTOCOL_VERSION,
     SPEC_ENV,
+    CancelJob,
     Heartbeat,
     Hello,
     JobFailed,
@@ -266,6 +267,16 @@ class WorkerSupervisor:
             self.abort(JobResult.failure("worker_crashed", "unreachable"), "the worker's socket is gone")
             raise WorkerUnavailable("the worker could not be reached")
         return future
+
+    async def cancel(self, job_id: str) -> bool:
+        """Ask the worker to stop `job_id` at its backend's next step boundary; the job then
+        ends through the usual result (`cancelled`). False if the worker does not hold it."""
+        gen = self._gen
+        if gen is None or gen.running is None or gen.running[0] != job_id:
+            return False
+        events.info("job_cancel_sent", pid=gen.pid, job_id=job_id)
+        await self._send(gen, CancelJob(job_id=job_id))  # a dead worker ends the job anyway
+        return True
 
     # --- internals ------------------------------------------------------------------
 

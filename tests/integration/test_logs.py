@@ -15,7 +15,7 @@ async def test_every_line_is_json_with_the_common_keys(node, receiver, http):
     status, _, _ = await submit(http, node.base_url, tryon_form("logs-1"))
     assert status == 202
     await receiver.await_callback("logs-1")
-    node.wait_event("cleanup_done", job_id="logs-1")
+    node.wait_event("callback_succeeded", job_id="logs-1")
 
     lines = node.log_lines()
     assert lines

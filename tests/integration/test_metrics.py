@@ -17,6 +17,7 @@ REQUIRED = {
     "gpu_server_job_total_seconds": "histogram",
     "gpu_server_callback_attempts": "counter",
     "gpu_server_callback_duration_seconds": "histogram",
+    "gpu_server_spool_pending": "gauge",
     "gpu_server_busy": "gauge",
     "gpu_server_queue_length": "gauge",
     "gpu_server_worker_up": "gauge",
@@ -44,7 +45,7 @@ async def test_metrics_after_a_job(node, receiver, http):
     status, _, _ = await submit(http, node.base_url, tryon_form("metrics-job-1"))
     assert status == 202
     await receiver.await_callback("metrics-job-1")
-    node.wait_event("cleanup_done", job_id="metrics-job-1")
+    node.wait_event("callback_succeeded", job_id="metrics-job-1")  # counted by then
     families = scrape(node)
     for name, kind in REQUIRED.items():
         assert name in families, name

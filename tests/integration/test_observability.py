@@ -51,7 +51,7 @@ def jobs_done(node, receiver):
 
     asyncio.run(run_jobs())
     for job_id in JOBS:
-        node.wait_event("cleanup_done", job_id=job_id)
+        node.wait_event("callback_succeeded", job_id=job_id)
     return JOBS
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import email.utils
 import time
 
 import pytest
 
-from supervisor.callback import CallbackSender, backoff_s, is_retryable, parse_retry_after
-from supervisor.config import CallbackConfig
+from supervisor.callback import CallbackSender, backoff_s, build_body, is_retryable, parse_retry_after, spool_record
+from supervisor.config import CallbackConfig, SpoolConfig
+from supervisor.redelivery import spool_delay
+from supervisor.signing import parse_secret, signature
 from supervisor.jobs import CallbackState, Job, JobResult
 from supervisor.metrics import Metrics
+from supervisor.spool import Spool
 from supervisor.tryon_form import JobOptions
 from tests.support.receiver import Reply
 
@@ -31,13 +36,20 @@ def sleeps():
 
 
 @pytest.fixture
-async def sender(receiver, sleeps):
+def spool(tmp_path):
+    s = Spool(tmp_path / "spool")
+    s.open()
+    return s
+
+
+@pytest.fixture
+async def sender(receiver, sleeps, spool):
     async def fake_sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
     s = CallbackSender(
         CallbackConfig(url=receiver.url, token="cb-token", timeout_s=5, max_retries=3),
-        "node-7", Metrics(), sleep=fake_sleep, jitter=lambda: 0.5,
+        "node-7", Metrics(), spool, sleep=fake_sleep, jitter=lambda: 0.5,
     )
     await s.start()
     yield s
@@ -97,29 +109,37 @@ async def test_a_4xx_is_final_and_not_retried(sender, receiver, sleeps):
     assert job.callback_state is CallbackState.UNDELIVERABLE and sleeps == []
 
 
-async def test_gives_up_after_one_plus_max_retries_attempts(sender, receiver, sleeps):
+async def test_after_one_plus_max_retries_attempts_the_spool_takes_over(sender, receiver, sleeps, spool):
     receiver.script.extend([Reply(503)] * 10)
     job = finished_job("cb-spent", OK)
     await sender.deliver(job)
-    assert len(receiver.for_job("cb-spent")) == 4
-    assert job.callback_state is CallbackState.UNDELIVERABLE
+    calls = receiver.for_job("cb-spent")
+    assert len(calls) == 4
+    assert job.callback_state is CallbackState.RETRYING
+    # Still on disk, byte for byte what was sent, and due spool.retry_initial_s (30 s) later.
+    ((name, record),) = spool.records()
+    assert record.job_id == "cb-spent" and record.webhook_id == job.webhook_id
+    assert spool.read(name) == calls[0].raw
+    delivery = sender.redelivery.get("cb-spent")
+    assert delivery is not None and delivery.body is None  # read back from disk when due
+    assert 29 < delivery.due - time.time() <= 30
     receiver.script.clear()
 
 
-async def test_connection_refused_is_retried(sleeps):
+async def test_connection_refused_is_retried(sleeps, spool):
     async def fake_sleep(seconds):
         sleeps.append(seconds)
 
     sender = CallbackSender(
         CallbackConfig(url="http://127.0.0.1:9/cb", token="t", timeout_s=2, max_retries=2),
-        "n", Metrics(), sleep=fake_sleep, jitter=lambda: 0.5,
+        "n", Metrics(), spool, sleep=fake_sleep, jitter=lambda: 0.5,
     )
     await sender.start()
     job = finished_job("cb-refused", OK)
     await sender.deliver(job)
     await sender.close(1)
     assert job.callback_attempts == 3 and sleeps == [1.0, 2.0]
-    assert job.callback_state is CallbackState.UNDELIVERABLE
+    assert job.callback_state is CallbackState.RETRYING and spool.holds("cb-refused")
 
 
 def test_backoff_doubles_with_jitter_between_half_and_one_and_a_half():
@@ -142,3 +162,160 @@ def test_parse_retry_after():
     now = time.time()
     date = email.utils.formatdate(now + 30, usegmt=True)
     assert 28 <= parse_retry_after(date, now=now) <= 31
+
+
+# --- durability: spool, redelivery, signatures -----------------------------------------
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+QUICK_SPOOL = SpoolConfig(retry_initial_s=0.05, retry_max_s=0.1, max_age_s=3600)
+
+
+async def make_sender(url: str, spool: Spool, spool_config: SpoolConfig = QUICK_SPOOL, **config) -> CallbackSender:
+    async def no_sleep(seconds: float) -> None:
+        pass
+
+    sender = CallbackSender(
+        CallbackConfig(url=url, token="t", timeout_s=5, **{"max_retries": 0, **config}),
+        "node-7", Metrics(), spool, spool_config, sleep=no_sleep, jitter=lambda: 0.5,
+    )
+    await sender.start()
+    return sender
+
+
+async def test_the_result_is_on_disk_before_the_first_attempt(receiver, spool):
+    seen_on_disk = []
+    receiver.answer_for["cb-disk"] = lambda: (seen_on_disk.append(spool.holds("cb-disk")), Reply(200))[1]
+    sender = await make_sender(receiver.url, spool)
+    await sender.deliver(finished_job("cb-disk", OK))
+    await sender.close(1)
+    assert seen_on_disk == [True] and not spool.holds("cb-disk")  # removed after the 2xx
+
+
+async def test_the_spool_redelivers_with_the_same_id_and_body_each_attempt_signed_anew(receiver, spool):
+    answers = iter([Reply(503), Reply(503), Reply(503), Reply(200)])
+    receiver.answer_for["cb-redeliver"] = lambda: next(answers)
+    clock = iter(range(1_700_000_000, 1_700_001_000))
+    sender = await make_sender(receiver.url, spool, signing_secret=SECRET)
+    sender._clock = lambda: float(next(clock))  # every attempt at a later second
+    job = finished_job("cb-redeliver", JobResult.failure("invalid_input", "broken"))
+    await sender.deliver(job)
+    await asyncio.wait_for(until(lambda: job.callback_state is CallbackState.DELIVERED), 10)
+    await sender.close(1)
+    calls = receiver.for_job("cb-redeliver")
+    assert [c.answered for c in calls] == [503, 503, 503, 200]
+    assert len({c.headers["webhook-id"] for c in calls}) == 1 and len({c.raw for c in calls}) == 1
+    assert len({c.headers["webhook-timestamp"] for c in calls}) == 4  # re-signed each time
+    for call in calls:
+        key = parse_secret(SECRET)
+        assert call.headers["webhook-signature"] == signature(
+            key, call.headers["webhook-id"], int(call.headers["webhook-timestamp"]), call.raw
+        )
+    assert job.callback_attempts == 4 and len(spool) == 0
+
+
+async def test_a_spooled_result_is_retried_by_the_next_process_with_its_webhook_id(receiver, spool):
+    receiver.answer_for["cb-restart"] = lambda: Reply(503)
+    first = await make_sender(receiver.url, spool, SpoolConfig(retry_initial_s=3600))
+    job = finished_job("cb-restart", OK)
+    await first.deliver(job)
+    await first.close(1)
+    assert spool.holds("cb-restart")
+
+    receiver.answer_for["cb-restart"] = lambda: Reply(200)
+    reopened = Spool(spool.root)
+    reopened.open()
+    second = await make_sender(receiver.url, reopened)
+    pending = second.pending_job("cb-restart")
+    assert pending is not None and pending.record.state == "succeeded"
+    await asyncio.wait_for(until(lambda: not reopened.holds("cb-restart")), 10)
+    await second.close(1)
+    first_call, last_call = receiver.for_job("cb-restart")
+    assert last_call.answered == 200 and last_call.raw == first_call.raw
+    assert last_call.headers["webhook-id"] == first_call.headers["webhook-id"] == job.webhook_id
+
+
+async def test_a_result_past_the_age_limit_is_removed_and_counted(receiver, spool):
+    receiver.answer_for["cb-old"] = lambda: Reply(503)
+    sender = await make_sender(receiver.url, spool, SpoolConfig(retry_initial_s=0.05, retry_max_s=0.05, max_age_s=0.3))
+    job = finished_job("cb-old", OK)
+    await sender.deliver(job)
+    await asyncio.wait_for(until(lambda: not spool.holds("cb-old")), 10)
+    await sender.close(1)
+    assert job.callback_state is CallbackState.UNDELIVERABLE
+    assert sender.metrics.spool_expired._value.get() == 1
+    assert sender.metrics.callback_attempts.labels("failure")._value.get() == 1  # the last attempt
+    assert list(spool.dead.iterdir()) == []  # expired is removed, not dead-lettered
+
+
+async def test_a_final_4xx_from_the_spool_dead_letters_it(receiver, spool):
+    answers = iter([Reply(502), Reply(410)])
+    receiver.answer_for["cb-gone"] = lambda: next(answers)
+    sender = await make_sender(receiver.url, spool)
+    job = finished_job("cb-gone", OK)
+    await sender.deliver(job)
+    await asyncio.wait_for(until(lambda: job.callback_state is CallbackState.UNDELIVERABLE), 10)
+    await sender.close(1)
+    assert [p.name.split("~")[0] for p in spool.dead.iterdir()] == ["cb-gone"]
+    assert len(receiver.for_job("cb-gone")) == 2 and len(spool) == 0
+
+
+async def test_a_spool_write_failure_still_delivers_from_memory(receiver, tmp_path):
+    broken = Spool(tmp_path / "gone")  # never opened: its folders do not exist
+    sender = await make_sender(receiver.url, broken)
+    job = finished_job("cb-nodisk", OK)
+    await sender.deliver(job)
+    await sender.close(1)
+    assert job.callback_state is CallbackState.DELIVERED and len(receiver.for_job("cb-nodisk")) == 1
+
+
+def test_spool_delays_double_up_to_the_cap():
+    assert [spool_delay(n, 30, 600) for n in range(7)] == [30, 60, 120, 240, 480, 600, 600]
+
+
+async def until(condition) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
+async def test_a_spooled_body_found_damaged_is_quarantined_not_sent(receiver, spool):
+    job = finished_job("cb-damaged", OK)
+    body = await build_body(job, "node-7")
+    name = spool.write(spool_record(job, body, time.time()), body.data)
+    path = spool.root / name
+    data = path.read_bytes()
+    path.write_bytes(data[:-40] + bytes([data[-40] ^ 1]) + data[-39:])
+    reopened = Spool(spool.root)
+    reopened.open()  # the header is fine: pending
+    sender = await make_sender(receiver.url, reopened)
+    await asyncio.wait_for(until(lambda: not reopened.holds("cb-damaged")), 10)
+    await sender.close(1)
+    assert receiver.for_job("cb-damaged") == []
+    assert [p.name for p in reopened.quarantine_dir.iterdir()] == [name]
+
+
+async def test_a_reloaded_config_applies_from_the_next_attempt(receiver, spool):
+    answers = iter([Reply(503), Reply(200)])
+    receiver.answer_for["cb-reload"] = lambda: next(answers)
+    sender = await make_sender(receiver.url, spool, SpoolConfig(retry_initial_s=3600))
+    job = finished_job("cb-reload", JobResult.failure("invalid_input", "broken"))
+    await sender.deliver(job)  # one attempt, 503: waits an hour in the spool
+    new = CallbackConfig(url=receiver.url, token="rotated-token", timeout_s=5, max_retries=0, signing_secret=SECRET)
+    sender.reconfigure(new, QUICK_SPOOL)
+    sender.redelivery.schedule(sender.redelivery.get("cb-reload"), 0)  # due now
+    await asyncio.wait_for(until(lambda: job.callback_state is CallbackState.DELIVERED), 10)
+    await sender.close(1)
+    first, second = receiver.for_job("cb-reload")
+    assert first.headers["X-Internal-Auth"] == "t" and "webhook-signature" not in first.headers
+    assert second.headers["X-Internal-Auth"] == "rotated-token" and "webhook-signature" in second.headers
+
+
+async def test_an_entry_deleted_by_hand_is_given_up(receiver, spool):
+    receiver.answer_for["cb-deleted"] = lambda: Reply(503)
+    sender = await make_sender(receiver.url, spool, SpoolConfig(retry_initial_s=3600))
+    await sender.deliver(finished_job("cb-deleted", OK))
+    ((name, _),) = spool.records()
+    (spool.root / name).unlink()
+    sender.redelivery.schedule(sender.redelivery.get("cb-deleted"), 0)
+    await asyncio.wait_for(until(lambda: sender.redelivery.get("cb-deleted") is None), 10)
+    await sender.close(1)
+    assert not spool.holds("cb-deleted") and len(receiver.for_job("cb-deleted")) == 1

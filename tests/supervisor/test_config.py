@@ -136,3 +136,30 @@ def test_resolve_path_order():
 def test_a_heartbeat_timeout_not_longer_than_the_interval_is_refused():
     problems = problems_of(MINIMAL + "worker: {heartbeat_interval_s: 5, heartbeat_timeout_s: 5}\n")
     assert any(p.startswith("worker.heartbeat_timeout_s:") for p in problems)
+
+
+def with_secret(secret: str) -> str:
+    return MINIMAL.replace("token: t}", f"token: t, signing_secret: '{secret}'}}")
+
+
+def test_signing_secret_must_be_whsec_and_base64():
+    assert cfg.parse(with_secret("whsec_MDEyMzQ1Njc4OWFiY2RlZg=="), {}).callback.signing_secret
+    (problem,) = problems_of(with_secret("not-a-secret"))
+    assert problem.startswith("callback.signing_secret: must start with whsec_")
+    (problem,) = problems_of(with_secret("whsec_%%%"))
+    assert problem.startswith("callback.signing_secret:") and "base64" in problem
+
+
+def test_spool_retry_max_not_below_the_initial_delay():
+    (problem,) = problems_of(MINIMAL + "spool: {retry_initial_s: 60, retry_max_s: 10}\n")
+    assert problem.startswith("spool.retry_max_s:")
+
+
+def test_spool_dir_defaults_beside_the_config_file_and_relative_paths_follow_it(tmp_path):
+    path = tmp_path / "conf.yaml"
+    path.write_text(MINIMAL)
+    assert cfg.load(path).spool_dir == tmp_path / "spool"
+    path.write_text(MINIMAL + "spool: {dir: var/results}\n")
+    assert cfg.load(path).spool_dir == tmp_path / "var" / "results"
+    path.write_text(MINIMAL + "spool: {dir: /srv/spool}\n")
+    assert str(cfg.load(path).spool_dir) == "/srv/spool"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +20,7 @@ def test_openapi_documents_every_route_and_nothing_else():
     app = create_app(SimpleNamespace(config=config.parse(MINIMAL, {})))
     try:
         served = {
-            ("/" + route.path.lstrip("/"), method.lower())
+            (re.sub(r"<(\w+)(?::[^>]*)?>", r"{\1}", "/" + route.path.lstrip("/")), method.lower())
             for route in app.router.routes
             for method in route.methods
             if method not in ("HEAD", "OPTIONS")
@@ -27,5 +28,7 @@ def test_openapi_documents_every_route_and_nothing_else():
     finally:
         Sanic.unregister_app(app)
     spec = yaml.safe_load(SPEC.read_text())
-    documented = {(path, method) for path, item in spec["paths"].items() for method in item}
+    documented = {
+        (path, method) for path, item in spec["paths"].items() for method in item if method != "parameters"
+    }
     assert served == documented

@@ -65,3 +65,14 @@ def test_retry_after_follows_how_long_jobs_hold_the_slot():
     s.admit(j)
     s.finish(j, held_s=10_000)
     assert s.retry_after_s() == 600  # capped
+
+
+def test_remove_pending_takes_only_a_waiting_job():
+    s = Scheduler(max_pending=2)
+    a, b, c = job(1), job(2), job(3)
+    s.admit(a), s.admit(b), s.admit(c)
+    assert s.remove_pending(b) is True and s.queue_length == 1
+    assert s.remove_pending(b) is False  # not waiting any more
+    assert s.remove_pending(a) is False and s.current is a  # holds the slot: not the queue's
+    s.finish(a)
+    assert s.current is c

@@ -10,6 +10,7 @@ import asyncio
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 import io
 from urllib.parse import parse_qsl
@@ -38,6 +39,8 @@ class CallbackReceiver:
     def __init__(self) -> None:
         self.calls: list[Callback] = []
         self.script: deque[Reply] = deque()  # replies to give, in order; then 200
+        # Per job id: a function choosing the reply (before the script), e.g. an outage.
+        self.answer_for: dict[str, Callable[[], Reply]] = {}
         self._cond = threading.Condition()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="receiver", daemon=True)
@@ -72,7 +75,8 @@ class CallbackReceiver:
         raw = await request.read()
         fields, files = _parse_form(raw, request.headers.get("Content-Type", ""))
         with self._cond:
-            reply = self.script.popleft() if self.script else Reply()
+            rule = self.answer_for.get(fields.get("job_id", ""))
+            reply = rule() if rule is not None else self.script.popleft() if self.script else Reply()
             self.calls.append(
                 Callback(dict(request.headers), fields, files, request.headers.get("Content-Type", ""), raw, reply.status)
             )

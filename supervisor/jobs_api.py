@@ -1,0 +1,96 @@
+"""`GET /jobs/{job_id}` and `DELETE /jobs/{job_id}`: what the node knows of a job, and
+cancelling one that has not finished.
+
+A job is known while the job store remembers it (`jobs.retention_s`) or while its result
+waits in the spool, also one that ran before a restart (then known from its spool entry).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from ipc.jsonlog import EventLog
+from supervisor.callback import CallbackSender
+from supervisor.dispatcher import Dispatcher
+from supervisor.errors import ApiError
+from supervisor.jobs import Job, JobResult, JobState, JobStore
+from supervisor.redelivery import SpooledJob
+from supervisor.scheduler import Scheduler
+from supervisor.worker_supervisor import WorkerSupervisor
+
+events = EventLog("supervisor.jobs")
+CANCELLED = JobResult.failure("cancelled", "cancelled on request (DELETE /jobs)")
+
+
+def rfc3339(unix_s: float) -> str:
+    return datetime.fromtimestamp(unix_s, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def describe(job: Job | SpooledJob) -> dict[str, Any]:
+    """The contract's shape of one job."""
+    if isinstance(job, SpooledJob):
+        record = job.record
+        state, error_code, error_message = record.state, record.error_code, record.error_message
+        created_at, timings = record.created_at, dict(record.timings_ms)
+    else:
+        result = job.result
+        state = job.state.value
+        error_code = result.error_code if result is not None else None
+        error_message = result.error_message if result is not None else None
+        created_at, timings = job.accepted_at, job.timings_ms()
+    return {
+        "job_id": job.record.job_id if isinstance(job, SpooledJob) else job.job_id,
+        "state": state,
+        "error_code": error_code,
+        "error_message": error_message,
+        "created_at": rfc3339(created_at),
+        "timings_ms": {key: timings.get(key) for key in ("queue", "inference", "total")},
+        "callback": {
+            "state": job.callback_state.value,
+            "attempts": job.callback_attempts,
+            "last_status": job.callback_last_status,
+        },
+    }
+
+
+class JobsApi:
+    def __init__(
+        self,
+        jobs: JobStore,
+        callbacks: CallbackSender,
+        scheduler: Scheduler,
+        dispatcher: Dispatcher,
+        worker: WorkerSupervisor,
+    ) -> None:
+        self.jobs = jobs
+        self.callbacks = callbacks
+        self.scheduler = scheduler
+        self.dispatcher = dispatcher
+        self.worker = worker
+
+    def find(self, job_id: str) -> Job | SpooledJob:
+        job = self.jobs.get(job_id) or self.callbacks.pending_job(job_id)
+        if job is None:
+            raise ApiError(404, "not_found", f"job {job_id} is not known to this node")
+        return job
+
+    async def cancel(self, job_id: str) -> Job:
+        """End a queued job now, or have the worker stop a running one at its backend's
+        next step; either way the callback says `cancelled`. 409 once it has finished."""
+        job = self.find(job_id)
+        if isinstance(job, SpooledJob) or job.finished:
+            state = job.record.state if isinstance(job, SpooledJob) else job.state.value
+            raise ApiError(409, "not_cancellable", f"job {job_id} has already finished ({state})")
+        if self.scheduler.remove_pending(job):
+            events.info("job_cancelled", job_id=job_id, was="queued")
+            self.dispatcher.complete(job, CANCELLED)
+        elif await self.worker.cancel(job_id):
+            # Running, or being handed over: the worker ends it with its own `cancelled`.
+            events.info("job_cancel_requested", job_id=job_id)
+        elif self.scheduler.current is job and job.state is JobState.QUEUED:
+            # Holds the slot but never reached the worker (it waits for a ready one).
+            events.info("job_cancelled", job_id=job_id, was="waiting for the worker")
+            self.dispatcher.complete(job, CANCELLED)
+        # Otherwise its worker died this very moment: the job ends as worker_crashed.
+        return job

@@ -1,0 +1,274 @@
+"""The spool: finished results on local disk until the Asset Service has them.
+
+One file per result, holding the callback exactly as it is sent (the multipart body and its
+content type) and a small header: the `webhook-id` (so a node restarted on the same spool
+sends the same id), and what `GET /jobs` tells about the job. Never the job's inputs.
+
+Layout of `spool.dir`:
+    <job_id>~<webhook_id>.cb   waiting for delivery (the node retries these)
+    tmp/                       files being written; leftovers of a crash are removed at start
+    dead/                      undeliverable (a final 4xx): kept for the operator, never retried
+    quarantine/                files that could not be read back (corrupt, truncated, foreign)
+
+A file is `MAGIC | header length (4 bytes, big endian) | header (JSON) | body | SHA-256 of
+header and body`. It is written to tmp/, fsynced, renamed into place and the folder fsynced,
+so it is either complete or absent; the checksum catches what the disk or a hand did later.
+The methods do blocking file I/O: the event loop calls the slow ones through a thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import struct
+import time
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple
+
+import msgspec
+
+from ipc.jsonlog import EventLog
+
+MAGIC = b"gpu-server-spool-1\n"
+SUFFIX = ".cb"
+DIGEST_BYTES = 32
+_LENGTH = struct.Struct(">I")
+# The start-up probe writes this much: a spool that cannot hold one typical result
+# (a 1024x1024 PNG is about 1 MiB) is refused at start rather than failing every job.
+PROBE_BYTES = 1024 * 1024
+events = EventLog("supervisor.spool")
+
+
+class SpoolRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """The header of one spooled result."""
+
+    job_id: str
+    webhook_id: str
+    content_type: str  # of the multipart body
+    spooled_at: float  # Unix seconds; the age limit counts from here
+    state: str
+    created_at: float  # Unix seconds of the job's 202
+    timings_ms: dict[str, int | None]
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class SpoolCorrupt(Exception):
+    """A spool file that cannot be read back as written."""
+
+
+class SpoolUnusable(Exception):
+    """The spool folder cannot be created or written (permissions, disk full, not a folder)."""
+
+
+class Loaded(NamedTuple):
+    name: str
+    record: SpoolRecord
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(SpoolRecord)
+
+
+def encode(record: SpoolRecord, body: bytes) -> list[bytes]:
+    """The parts of a spool file, in order (written one by one: no copy of the body)."""
+    header = _encoder.encode(record)
+    return [MAGIC, _LENGTH.pack(len(header)), header, body, _digest(header, body)]
+
+
+def _digest(header: bytes, body: bytes) -> bytes:
+    h = hashlib.sha256(header)
+    h.update(body)
+    return h.digest()
+
+
+def decode(data: bytes) -> tuple[SpoolRecord, bytes]:
+    """The header and body of a spool file; SpoolCorrupt for anything else."""
+    start = len(MAGIC) + _LENGTH.size
+    if len(data) < start + DIGEST_BYTES or not data.startswith(MAGIC):
+        raise SpoolCorrupt("not a spool file (bad magic or too short)")
+    (header_len,) = _LENGTH.unpack_from(data, len(MAGIC))
+    if start + header_len + DIGEST_BYTES > len(data):
+        raise SpoolCorrupt("truncated")
+    header = data[start : start + header_len]
+    body = data[start + header_len : -DIGEST_BYTES]
+    if _digest(header, body) != data[-DIGEST_BYTES:]:
+        raise SpoolCorrupt("checksum mismatch")
+    try:
+        return _decoder.decode(header), body
+    except msgspec.DecodeError as exc:
+        raise SpoolCorrupt(f"unreadable header: {exc}") from None
+
+
+def read_header(path: Path) -> SpoolRecord:
+    """The header of a spool file without reading its body (a start with a large backlog
+    reads kilobytes, not gigabytes); the checksum is verified when the body is read."""
+    start = len(MAGIC) + _LENGTH.size
+    with open(path, "rb") as f:
+        prefix = f.read(start)
+        if len(prefix) < start or not prefix.startswith(MAGIC):
+            raise SpoolCorrupt("not a spool file (bad magic or too short)")
+        (header_len,) = _LENGTH.unpack_from(prefix, len(MAGIC))
+        if start + header_len + DIGEST_BYTES > os.fstat(f.fileno()).st_size:
+            raise SpoolCorrupt("truncated")
+        header = f.read(header_len)
+    try:
+        return _decoder.decode(header)
+    except msgspec.DecodeError as exc:
+        raise SpoolCorrupt(f"unreadable header: {exc}") from None
+
+
+def file_name(record: SpoolRecord) -> str:
+    # `~` is outside the id alphabet, so the name is unambiguous; it is for people only:
+    # the header is what the node trusts.
+    return f"{record.job_id}~{record.webhook_id}{SUFFIX}"
+
+
+class Spool:
+    def __init__(self, root: Path, on_quarantine: Callable[[], None] = lambda: None) -> None:
+        self.root = root
+        self.on_quarantine = on_quarantine
+        self.tmp = root / "tmp"
+        self.dead = root / "dead"
+        self.quarantine_dir = root / "quarantine"
+        self._records: dict[str, SpoolRecord] = {}  # file name -> header, the pending entries
+        self._job_ids: collections.Counter[str] = collections.Counter()
+
+    # --- start ---------------------------------------------------------------------
+
+    def open(self) -> list[Loaded]:
+        """Create the folders, prove the disk takes a write, and list what waits for
+        delivery (`*.cb` files; quarantining those whose header cannot be read).
+        SpoolUnusable when the folder cannot be used."""
+        try:
+            for folder in (self.root, self.tmp, self.dead, self.quarantine_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+            self._probe()
+        except OSError as exc:
+            raise SpoolUnusable(f"{self.root}: {exc.strerror or exc}") from exc
+        for leftover in self.tmp.iterdir():
+            # A write the node did not finish: its job's result was never acknowledged as spooled.
+            events.warning("spool_tmp_removed", file=leftover.name)
+            _unlink(leftover)
+        loaded = []
+        for path in sorted(self.root.glob(f"*{SUFFIX}")):
+            if not path.is_file():
+                continue
+            try:
+                record = read_header(path)
+            except (SpoolCorrupt, OSError) as exc:
+                self.quarantine(path.name, str(exc))
+                continue
+            self._index(path.name, record)
+            loaded.append(Loaded(path.name, record))
+        return loaded
+
+    def _probe(self) -> None:
+        probe = self.tmp / ".probe"
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * PROBE_BYTES)
+                f.flush()
+                os.fsync(f.fileno())
+            _fsync_dir(self.tmp)
+        finally:
+            _unlink(probe)
+
+    # --- what the node asks --------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def holds(self, job_id: str) -> bool:
+        return self._job_ids[job_id] > 0
+
+    def records(self) -> Iterator[Loaded]:
+        return (Loaded(name, record) for name, record in self._records.items())
+
+    # --- changes -------------------------------------------------------------------
+
+    def write(self, record: SpoolRecord, body: bytes) -> str:
+        """Store a result durably; its file name. Raises OSError (disk full, ...)."""
+        name = self.write_file(record, body)
+        self.add(name, record)
+        return name
+
+    def write_file(self, record: SpoolRecord, body: bytes) -> str:
+        """The slow, blocking half of write() (for a thread): the file only, not the index,
+        which only the event loop's thread touches (see add())."""
+        name = file_name(record)
+        tmp = self.tmp / name
+        try:
+            with open(tmp, "wb") as f:
+                f.writelines(encode(record, body))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.root / name)
+        except BaseException:
+            _unlink(tmp)
+            raise
+        _fsync_dir(self.root)
+        return name
+
+    def add(self, name: str, record: SpoolRecord) -> None:
+        """Count a file written by write_file() as pending."""
+        self._index(name, record)
+
+    def read(self, name: str) -> bytes:
+        """The body of a pending entry. FileNotFoundError if it went away, SpoolCorrupt."""
+        _, body = decode((self.root / name).read_bytes())
+        return body
+
+    def remove(self, name: str) -> None:
+        """Delivered or expired. (No folder fsync: should the removal be lost in a crash,
+        the result is sent once more, which at-least-once delivery allows.)"""
+        _unlink(self.root / name)
+        self._forget(name)
+
+    def dead_letter(self, name: str) -> None:
+        """Undeliverable: out of the delivery path, kept for the operator."""
+        self._move(name, self.dead)
+        self._forget(name)
+
+    def quarantine(self, name: str, why: str) -> None:
+        events.error("spool_entry_quarantined", file=name, reason=why, moved_to=str(self.quarantine_dir))
+        self._move(name, self.quarantine_dir)
+        self._forget(name)
+        self.on_quarantine()
+
+    def _move(self, name: str, folder: Path) -> None:
+        target = folder / name
+        if target.exists():  # the same name dead-lettered before: keep both
+            target = folder / f"{name}.{time.time_ns()}"
+        try:
+            os.replace(self.root / name, target)
+        except FileNotFoundError:
+            pass
+
+    def _index(self, name: str, record: SpoolRecord) -> None:
+        if name not in self._records:
+            self._job_ids[record.job_id] += 1
+        self._records[name] = record
+
+    def _forget(self, name: str) -> None:
+        record = self._records.pop(name, None)
+        if record is not None:
+            self._job_ids[record.job_id] -= 1
+            if self._job_ids[record.job_id] <= 0:
+                del self._job_ids[record.job_id]
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,99 @@
+"""`gpu-server spool list|replay`: what an operator does with the spool, without the node.
+
+`list` shows every entry (waiting, dead letters, quarantined) from its header; `replay`
+moves dead letters back among the waiting ones, which the node sends at its next start
+with their original `webhook-id`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, NamedTuple
+
+from supervisor.spool import SUFFIX, Spool, SpoolCorrupt, file_name, read_header
+
+
+class Row(NamedTuple):
+    folder: str  # waiting, dead, quarantine
+    file: str
+    job_id: str
+    webhook_id: str
+    state: str
+    error_code: str
+    age_s: int | None
+    bytes: int
+
+
+def list_entries(spool: Spool, now: float | None = None) -> list[Row]:
+    now = time.time() if now is None else now
+    rows = []
+    for folder, path in (
+        [("waiting", p) for p in sorted(spool.root.glob(f"*{SUFFIX}"))]
+        + [("dead", p) for p in sorted(spool.dead.glob(f"*{SUFFIX}*"))]
+        + [("quarantine", p) for p in sorted(spool.quarantine_dir.glob("*"))]
+    ):
+        if not path.is_file():
+            continue
+        size = path.stat().st_size
+        try:
+            r = read_header(path)
+        except (SpoolCorrupt, OSError) as exc:
+            rows.append(Row(folder, path.name, "?", "?", f"unreadable: {exc}", "", None, size))
+            continue
+        rows.append(
+            Row(folder, path.name, r.job_id, r.webhook_id, r.state, r.error_code or "", round(now - r.spooled_at), size)
+        )
+    return rows
+
+
+def replay_dead(spool: Spool, job_ids: Iterable[str] = ()) -> tuple[list[str], list[str]]:
+    """Move dead letters (all, or those of `job_ids`) back to the waiting entries:
+    (moved file names, skipped with why)."""
+    wanted = set(job_ids)
+    moved, skipped = [], []
+    for path in sorted(spool.dead.glob(f"*{SUFFIX}*")):
+        try:
+            record = read_header(path)
+        except (SpoolCorrupt, OSError) as exc:
+            skipped.append(f"{path.name}: unreadable ({exc})")
+            continue
+        if wanted and record.job_id not in wanted:
+            continue
+        target = spool.root / file_name(record)
+        if target.parent != spool.root or "/" in record.job_id + record.webhook_id:
+            skipped.append(f"{path.name}: ids that do not make a file name")  # a hand-made header
+            continue
+        if target.exists():
+            skipped.append(f"{path.name}: {target.name} already waits")
+            continue
+        os.replace(path, target)
+        moved.append(target.name)
+    return moved, skipped
+
+
+def format_rows(rows: list[Row]) -> str:
+    lines = ["folder\tjob_id\tstate\terror_code\tage_s\tbytes\twebhook_id\tfile"]
+    for r in rows:
+        age = "" if r.age_s is None else str(r.age_s)
+        lines.append(f"{r.folder}\t{r.job_id}\t{r.state}\t{r.error_code}\t{age}\t{r.bytes}\t{r.webhook_id}\t{r.file}")
+    return "\n".join(lines)
+
+
+def main(spool_dir: Path, action: str, job_ids: list[str]) -> int:
+    spool = Spool(spool_dir)
+    if not spool.root.is_dir():
+        print(f"gpu-server: no spool folder at {spool.root}", file=sys.stderr)
+        return 1
+    if action == "list":
+        print(format_rows(list_entries(spool)))
+        return 0
+    moved, skipped = replay_dead(spool, job_ids)
+    for name in moved:
+        print(f"replay: {name}")
+    for why in skipped:
+        print(f"skipped: {why}")
+    print(f"{len(moved)} dead letter(s) moved back to {spool.root}; the node sends them at its next start.")
+    return 0
