@@ -245,6 +245,8 @@ class CallbackSender:
             delay = backoff_s(attempt, self.backoff_base_s, self._jitter())
             if outcome.retry_after is not None:
                 delay = max(delay, outcome.retry_after)
+            # Never longer than the spool's own pace (max_retries may be up to 20).
+            delay = min(delay, max(self.spool_config.retry_max_s, outcome.retry_after or 0.0))
             self._will_retry(delivery, outcome, attempt, delay)
             await self._sleep(delay)
         delay = max(self.spool_config.retry_initial_s, outcome.retry_after or 0.0)
@@ -393,6 +395,9 @@ class CallbackSender:
         except asyncio.TimeoutError:
             return Attempt(None, None, f"timed out after {cfg.timeout_s} s")
         except aiohttp.ClientError as exc:
+            return Attempt(None, None, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # anything else aiohttp raises: a failed attempt, not a lost task
+            events.exception("callback_attempt_error", job_id=record.job_id)
             return Attempt(None, None, f"{type(exc).__name__}: {exc}")
         finally:
             self.metrics.callback_duration.observe(time.perf_counter() - started)

@@ -18,6 +18,7 @@ from supervisor.scheduler import Scheduler
 from supervisor.worker_supervisor import WorkerSupervisor, WorkerUnavailable
 
 events = EventLog("supervisor.dispatcher")
+CANCELLED = JobResult.failure("cancelled", "cancelled on request (DELETE /jobs)")
 
 
 class Dispatcher:
@@ -75,6 +76,9 @@ class Dispatcher:
                 assert self._abort_result is not None
                 self.complete(job, self._abort_result)
                 continue
+            if job.cancel_requested:  # asked while its last run ended (a crash, say)
+                self.complete(job, CANCELLED)
+                continue
             try:
                 outcome = await self.worker.start_job(job)
             except WorkerUnavailable:
@@ -88,6 +92,8 @@ class Dispatcher:
                 queue_ms=round((now - job.accepted_mono) * 1000, 1),
             )
             result = await outcome
+            if job.cancel_requested and result.error_code == "worker_crashed":
+                result = CANCELLED  # the cancel was answered 202; the crash only came first
             if self._runs_again(job, result):
                 continue
             self.complete(job, result)

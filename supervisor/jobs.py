@@ -79,6 +79,8 @@ class Job:
     callback_last_status: int | None = None
     # How many times it was handed to a worker (2: retried after a worker crash).
     attempts: int = 0
+    # DELETE /jobs was answered 202: whatever happens next, the job ends `cancelled`.
+    cancel_requested: bool = False
 
     @property
     def finished(self) -> bool:

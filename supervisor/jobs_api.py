@@ -12,15 +12,14 @@ from typing import Any
 
 from ipc.jsonlog import EventLog
 from supervisor.callback import CallbackSender
-from supervisor.dispatcher import Dispatcher
+from supervisor.dispatcher import CANCELLED, Dispatcher
 from supervisor.errors import ApiError
-from supervisor.jobs import Job, JobResult, JobState, JobStore
+from supervisor.jobs import Job, JobState, JobStore
 from supervisor.redelivery import SpooledJob
 from supervisor.scheduler import Scheduler
 from supervisor.worker_supervisor import WorkerSupervisor
 
 events = EventLog("supervisor.jobs")
-CANCELLED = JobResult.failure("cancelled", "cancelled on request (DELETE /jobs)")
 
 
 def rfc3339(unix_s: float) -> str:
@@ -82,6 +81,7 @@ class JobsApi:
         if isinstance(job, SpooledJob) or job.finished:
             state = job.record.state if isinstance(job, SpooledJob) else job.state.value
             raise ApiError(409, "not_cancellable", f"job {job_id} has already finished ({state})")
+        job.cancel_requested = True  # never run again, whatever ends its current run
         if self.scheduler.remove_pending(job):
             events.info("job_cancelled", job_id=job_id, was="queued")
             self.dispatcher.complete(job, CANCELLED)
@@ -92,5 +92,5 @@ class JobsApi:
             # Holds the slot but never reached the worker (it waits for a ready one).
             events.info("job_cancelled", job_id=job_id, was="waiting for the worker")
             self.dispatcher.complete(job, CANCELLED)
-        # Otherwise its worker died this very moment: the job ends as worker_crashed.
+        # Otherwise its worker died this very moment: the dispatcher ends it `cancelled`.
         return job

@@ -20,6 +20,8 @@ from ipc.jsonlog import EventLog
 from supervisor.gpu_selection import GpuRef
 
 events = EventLog("supervisor.nvml")
+# How long a read waits for another one still inside the driver before reporting no GPU.
+LOCK_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Nvml:
         self.reason: str | None = "not started"
         self._started = False
         self._lock = threading.Lock()
+        self._stuck_logged = False
         # ref -> the error it is failing with, so that a failing GPU is logged once.
         self._failing: dict[GpuRef, str] = {}
 
@@ -75,7 +78,10 @@ class Nvml:
         return True
 
     def close(self) -> None:
-        with self._lock:
+        if not self._lock.acquire(timeout=LOCK_TIMEOUT_S):
+            events.warning("nvml_shutdown_skipped", reason="a read is stuck in the driver")
+            return
+        try:
             if self.up:
                 self.up = False
                 self.reason = "closed"
@@ -83,10 +89,22 @@ class Nvml:
                     self._lib.nvmlShutdown()
                 except Exception as exc:
                     events.warning("nvml_shutdown_failed", reason=_describe(exc))
+        finally:
+            self._lock.release()
 
     def read(self, refs: Iterable[GpuRef]) -> list[GpuStats]:
-        """The figures of the GPUs named by `refs`, skipping any that fail now. Never raises."""
-        with self._lock:
+        """The figures of the GPUs named by `refs`, skipping any that fail now. Never raises.
+
+        A driver that hangs (a GPU fallen off the bus) holds one read forever; later reads
+        give up on the lock after a while and report no GPU, so scrapes do not pile up
+        threads waiting behind it."""
+        if not self._lock.acquire(timeout=LOCK_TIMEOUT_S):
+            if not self._stuck_logged:
+                self._stuck_logged = True
+                events.error("nvml_stuck", waited_s=LOCK_TIMEOUT_S, reason="an earlier read has not returned")
+            return []
+        try:
+            self._stuck_logged = False
             if not self.up:
                 return []
             gpus = []
@@ -98,6 +116,8 @@ class Nvml:
                 else:
                     self._note_recovery(ref)
             return gpus
+        finally:
+            self._lock.release()
 
     def _read_one(self, ref: GpuRef) -> GpuStats:
         nv = self._lib

@@ -58,7 +58,7 @@ class Delivery:
 
 def spool_delay(failures: int, initial_s: float, max_s: float) -> float:
     """Seconds to the next attempt from the spool: initial, doubling, capped."""
-    return min(initial_s * 2.0 ** failures, max_s)
+    return min(initial_s * 2.0 ** min(failures, 64), max_s)  # no float overflow, ever
 
 
 class Redelivery:

@@ -220,10 +220,18 @@ class Spool:
         _, body = decode((self.root / name).read_bytes())
         return body
 
+    # remove/dead_letter/quarantine settle an entry for this process even when the disk
+    # refuses the change (read-only, permissions): the entry leaves the index either way,
+    # so a delivered result is never attempted again here. The file left behind is logged;
+    # at the next start it is sent once more, which at-least-once delivery allows.
+
     def remove(self, name: str) -> None:
         """Delivered or expired. (No folder fsync: should the removal be lost in a crash,
         the result is sent once more, which at-least-once delivery allows.)"""
-        _unlink(self.root / name)
+        try:
+            _unlink(self.root / name)
+        except OSError as exc:
+            events.error("spool_remove_failed", file=name, error=str(exc))
         self._forget(name)
 
     def dead_letter(self, name: str) -> None:
@@ -245,6 +253,8 @@ class Spool:
             os.replace(self.root / name, target)
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            events.error("spool_move_failed", file=name, to=str(folder), error=str(exc))
 
     def _index(self, name: str, record: SpoolRecord) -> None:
         if name not in self._records:

@@ -98,6 +98,15 @@ class ComfyUIRuntime:
             cache_args={"lru": 0, "ram": 0.0, "ram_inactive": 0.0},
         )
 
+    def bind_device_to_this_thread(self) -> None:
+        """CUDA's current device is per thread, and ComfyUI asks for it on every call: jobs
+        (and the frees after an out-of-memory) run in the worker's job thread, not in the
+        thread that loaded the engine, so `cuda:N` is set again there."""
+        if self.device.startswith("cuda:"):
+            import torch
+
+            torch.cuda.set_device(int(self.device.split(":", 1)[1]))
+
     def _choose_device(self, torch, args) -> str:
         wanted = self.wanted_device
         if wanted == "cpu" or (wanted == "auto" and not torch.cuda.is_available()):
@@ -158,6 +167,7 @@ class ComfyUIRuntime:
             target=self._interrupt_when_cancelled, args=(cancelled, finished), name="interrupt", daemon=True
         )
         watcher.start()
+        self.bind_device_to_this_thread()
         started = time.perf_counter()
         try:
             self.executor.execute(prompt, prompt_id, {}, outputs)

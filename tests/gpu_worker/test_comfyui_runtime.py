@@ -7,3 +7,24 @@ def test_the_version_is_read_from_the_checkout_without_importing_it(tmp_path):
     assert comfyui_version(tmp_path) is None
     (tmp_path / "comfyui_version.py").write_text('# generated\n__version__ = "0.3.75"\n')
     assert comfyui_version(tmp_path) == "0.3.75"
+
+
+def test_the_cuda_device_is_set_again_in_the_thread_that_runs_jobs(tmp_path, monkeypatch):
+    import threading
+
+    import torch
+
+    from gpu_worker.backends.comfyui_runtime import ComfyUIRuntime
+
+    chosen: list[tuple[str, int]] = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: chosen.append((threading.current_thread().name, index)))
+    runtime = ComfyUIRuntime(str(tmp_path), "cuda:1", None, None)
+    runtime.device = "cuda:1"  # as load() leaves it on a machine with 2 GPUs
+    job_thread = threading.Thread(target=runtime.bind_device_to_this_thread, name="job")
+    job_thread.start()
+    job_thread.join()
+    assert chosen == [("job", 1)]
+
+    runtime.device = "cpu"
+    runtime.bind_device_to_this_thread()
+    assert chosen == [("job", 1)]  # nothing to set on the CPU

@@ -272,6 +272,10 @@ def test_spool_delays_double_up_to_the_cap():
     assert [spool_delay(n, 30, 600) for n in range(7)] == [30, 60, 120, 240, 480, 600, 600]
 
 
+def test_spool_delay_after_years_of_failures_is_still_the_cap():
+    assert spool_delay(5000, 30, 600) == 600
+
+
 async def until(condition) -> None:
     while not condition():
         await asyncio.sleep(0.01)

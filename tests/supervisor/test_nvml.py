@@ -135,3 +135,34 @@ def test_the_real_pynvml_on_this_machine(caplog):
             assert len(events(caplog, "nvml_unavailable")) == 1
     finally:
         nvml.close()
+
+
+def test_a_read_stuck_in_the_driver_does_not_hold_up_later_reads(caplog, monkeypatch):
+    import threading
+
+    import supervisor.nvml as nvml_module
+
+    monkeypatch.setattr(nvml_module, "LOCK_TIMEOUT_S", 0.1)
+    nvml, lib = started(H100)
+    inside, release = threading.Event(), threading.Event()
+    real = lib.nvmlDeviceGetMemoryInfo
+
+    def hang_once(handle):
+        inside.set()
+        release.wait(30)
+        return real(handle)
+
+    lib.nvmlDeviceGetMemoryInfo = hang_once
+    stuck = threading.Thread(target=nvml.read, args=([0],))
+    stuck.start()
+    try:
+        assert inside.wait(10)
+        with caplog.at_level(logging.ERROR):
+            assert nvml.read([0]) == []  # gives up on the lock, reports no GPU
+            assert nvml.read([0]) == []
+        assert len(events(caplog, "nvml_stuck")) == 1
+        nvml.close()  # gives up too, never hangs the node's stop
+    finally:
+        release.set()
+        stuck.join(10)
+    lib.nvmlDeviceGetMemoryInfo = real

@@ -52,6 +52,20 @@ def test_remove_and_dead_letter_take_the_job_out_of_the_pending_set(spool):
     assert Spool(spool.root).open() == []  # dead letters are never picked up again
 
 
+def test_a_failing_unlink_still_settles_the_entry(spool, monkeypatch):
+    delivered = spool.write(record("a", "msg_a"), b"x")
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(type(spool.root), "unlink", refuse)
+    spool.remove(delivered)
+    # Settled for this process (never attempted again); the file waits for the next start.
+    assert len(spool) == 0 and not spool.holds("a")
+    monkeypatch.undo()
+    assert (spool.root / delivered).exists()
+
+
 @pytest.mark.parametrize(
     "damage",
     [
