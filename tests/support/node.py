@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from tests.support.logfile import read_events, wait_for_event
+
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-0123456789abcdef"
 CALLBACK_TOKEN = "callback-secret-for-tests"
@@ -144,18 +146,11 @@ class NodeProcess:
         return self.stdout_path.read_text(errors="replace").splitlines()
 
     def events(self, name: str | None = None) -> list[dict]:
-        parsed = [json.loads(line) for line in self.log_lines() if line.strip()]
-        return [e for e in parsed if name is None or e.get("event") == name]
+        return read_events(self.stdout_path, name)
 
     def wait_event(self, name: str, timeout: float = 60.0, **match: Any) -> dict:
         """Until the node logged `name` with fields equal to `match`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for event in self.events(name):
-                if all(event.get(k) == v for k, v in match.items()):
-                    return event
-            time.sleep(0.05)
-        raise AssertionError(f"no {name} {match} within {timeout} s\n{self.tail()}")
+        return wait_for_event(self.stdout_path, name, timeout, self.tail, **match)
 
     def tail(self, lines: int = 60) -> str:
         out = "\n".join(self.log_lines()[-lines:])

@@ -7,7 +7,6 @@ Hello then Ready or StartupFailed, and sends RunJob / CancelJob / Shutdown itsel
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import zmq
 
 from ipc import codec, transport
 from ipc.messages import SPEC_ENV, Heartbeat, Hello, Shutdown, WorkerSpec, encode_spec
+from tests.support.logfile import read_events, wait_for_event
 from tests.support.node import REPO
 
 
@@ -70,17 +70,10 @@ class WorkerHarness:
         self.sock.send_multipart([self.identity, *codec.encode(message, *blobs)])
 
     def events(self, name: str) -> list[dict]:
-        lines = self.stdout_path.read_text(errors="replace").splitlines()
-        return [e for e in (json.loads(line) for line in lines if line.strip()) if e.get("event") == name]
+        return read_events(self.stdout_path, name)
 
     def wait_event(self, name: str, timeout: float = 60.0, **match: Any) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for event in self.events(name):
-                if all(event.get(k) == v for k, v in match.items()):
-                    return event
-            time.sleep(0.02)
-        raise AssertionError(f"no {name} {match} within {timeout} s\n{self.tail()}")
+        return wait_for_event(self.stdout_path, name, timeout, self.tail, **match)
 
     def stop(self) -> int | None:
         if self.process is not None and self.process.poll() is None:
