@@ -214,10 +214,10 @@ def parse(text: str, environ: Mapping[str, str] = os.environ) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(["(file): the top level must be a mapping of keys"])
-    lines, problems = config_check.key_lines(text)
+    lines = config_check.key_lines(text)
     unset: list[str] = []
     data = _expand(data, "", environ, unset)
-    problems += [Problem(*p.split(": ", 1)) for p in unset]
+    problems = [Problem(*p.split(": ", 1)) for p in unset]
     # A key with an unset variable is not judged again: one problem, told once.
     problems += config_check.check(data, Config, skip=[p.path for p in problems])
     if not problems:

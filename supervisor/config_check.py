@@ -40,30 +40,22 @@ def join(path: str, key: object) -> str:
 # --- lines --------------------------------------------------------------------------
 
 
-def key_lines(text: str) -> tuple[dict[str, int], list[Problem]]:
-    """Key path -> 1-based line of the key (of the item, in a list), and the keys given
-    twice in one mapping (YAML keeps the last silently: a forgotten copy would win)."""
+def key_lines(text: str) -> dict[str, int]:
+    """Key path -> 1-based line of the key (of the item, in a list). A key given twice gets
+    its last line: YAML keeps the last value."""
     try:
         root = yaml.compose(text)
     except yaml.YAMLError:
-        return {}, []  # parsing reports it
+        return {}  # parsing reports it
     lines: dict[str, int] = {}
-    twice: list[Problem] = []
 
     def walk(node: yaml.Node | None, path: str) -> None:
         if isinstance(node, yaml.MappingNode):
-            seen: dict[str, int] = {}
             for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    continue
-                sub = join(path, key_node.value)
-                line = key_node.start_mark.line + 1
-                if key_node.value in seen:
-                    message = f"given twice (first on line {seen[key_node.value]}); YAML would keep only this one"
-                    twice.append(Problem(sub, message, line))
-                seen[key_node.value] = line
-                lines.setdefault(sub, line)
-                walk(value_node, sub)
+                if isinstance(key_node, yaml.ScalarNode):
+                    sub = join(path, key_node.value)
+                    lines[sub] = key_node.start_mark.line + 1
+                    walk(value_node, sub)
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
                 sub = f"{path}[{index}]"
@@ -71,7 +63,7 @@ def key_lines(text: str) -> tuple[dict[str, int], list[Problem]]:
                 walk(item, sub)
 
     walk(root, "")
-    return lines, twice
+    return lines
 
 
 _LAST_PART = re.compile(r"(\.[^.\[]+|\[\d+\])$")

@@ -42,7 +42,7 @@ def run(loaded: LoadedConfig) -> list[Problem]:
         except Broken:
             continue
     try:
-        lines, _ = key_lines(loaded.path.read_text(encoding="utf-8"))
+        lines = key_lines(loaded.path.read_text(encoding="utf-8"))
     except OSError:
         lines = {}
     return locate(problems, lines)

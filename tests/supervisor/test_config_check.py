@@ -72,22 +72,15 @@ TEXT = textwrap.dedent(
 
 
 def test_lines_of_keys_and_list_items():
-    lines, twice = cc.key_lines(TEXT)
+    lines = cc.key_lines(TEXT)
     assert lines == {"name": 1, "inner": 2, "inner.port": 3, "inner.host": 4, "tokens": 5, "tokens[0]": 6, "tokens[1]": 7}
-    assert twice == []
     assert cc.line_of("inner.port", lines) == 3
     assert cc.line_of("inner.missing", lines) == 2  # the nearest enclosing key
     assert cc.line_of("absent", lines) is None
 
 
-def test_a_key_given_twice_in_one_mapping_is_a_problem_at_its_second_line():
-    _, twice = cc.key_lines("a: 1\nb:\n  c: 1\n  c: 2\nd: {c: 3}\na: 2\n")
-    assert [(p.path, p.line) for p in twice] == [("b.c", 4), ("a", 6)]
-    assert "first on line 3" in twice[0].message
-
-
 def test_problems_come_in_file_order_with_their_lines():
-    lines, _ = cc.key_lines(TEXT)
+    lines = cc.key_lines(TEXT)
     located = cc.locate([cc.Problem("tokens[1]", "bad"), cc.Problem("name", "bad"), cc.Problem("other", "x")], lines)
     assert [str(p) for p in located] == ["other: x", "name: bad (line 1)", "tokens[1]: bad (line 7)"]
 
