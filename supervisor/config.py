@@ -2,8 +2,8 @@
 
 The structs below are the schema: a key is one line in its section (its type, limits and
 default). `config_check` walks a file along them and reports every problem at once, each
-with its key path and line: `server.port: Expected `int` >= 1, got 0 (line 7)`; rules
-between keys are `_check_semantics`.
+with its key path and line: `server.port: Expected `int` >= 1 (line 7)`; rules between
+keys are the functions in RULES.
 """
 
 from __future__ import annotations
