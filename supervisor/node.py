@@ -22,7 +22,7 @@ from ipc.messages import Ready
 from ipc.transport import make_runtime_dir, remove_runtime_dir
 from supervisor import build_info
 from supervisor.admission import Admission
-from supervisor.app import create_app
+from supervisor.app import create_app, declare_http1_only
 from supervisor.auth import TokenSet
 from supervisor.callback import CallbackSender
 from supervisor import config as config_module
@@ -125,6 +125,7 @@ class Node:
         dispatcher = None
         self.nvml.start()
         try:
+            declare_http1_only(self.app, cfg.server.port)
             await server.startup()
             events.info(
                 "node_started", host=cfg.server.host, port=cfg.server.port, pid=os.getpid(),
