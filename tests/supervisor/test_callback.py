@@ -13,10 +13,9 @@ from supervisor.callback import CallbackSender, backoff_s, build_body, is_retrya
 from supervisor.config import CallbackConfig, SpoolConfig
 from supervisor.redelivery import spool_delay
 from supervisor.signing import parse_secret, signature
-from supervisor.jobs import CallbackState, Job, JobResult
+from supervisor.jobs import CallbackState, Job, JobOptions, JobResult
 from supervisor.metrics import Metrics
 from supervisor.spool import Spool
-from supervisor.tryon_form import JobOptions
 from tests.support.receiver import Reply
 
 

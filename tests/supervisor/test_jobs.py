@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from supervisor.jobs import Job, JobResult, JobState, JobStore
-from supervisor.tryon_form import JobOptions
+from supervisor.jobs import Job, JobOptions, JobResult, JobState, JobStore
 
 
 class Clock:
