@@ -18,6 +18,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from supervisor.reasons import RestartReason
 from supervisor.worker_process import WorkerProcessCollector
 
 PREFIX = "gpu_server"
@@ -39,7 +40,7 @@ JOB_OUTCOMES = (
     "backend_error",
     "shutdown",
 )
-RESTART_REASONS = ("exit", "signal", "oom_kill", "watchdog", "heartbeat", "recycle")
+RESTART_REASONS = tuple(reason.value for reason in RestartReason)
 CALLBACK_RESULTS = ("success", "retry", "failure", "undeliverable")
 
 
