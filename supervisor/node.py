@@ -40,6 +40,7 @@ from supervisor.scheduler import Scheduler
 from supervisor.spool import Spool, SpoolUnusable
 from supervisor.status import readiness
 from supervisor.tasks import watched
+from supervisor.worker_collector import WorkerProcessCollector
 from supervisor.worker_supervisor import WorkerSupervisor
 
 events = EventLog("supervisor.node")
@@ -90,7 +91,9 @@ class Node:
             spool_pending=lambda: len(self.spool),
         )
         self._set_build_info(cfg.model.version or "")
-        # GPU figures from NVML, for /metrics and /gpu/status; started in run().
+        # The worker process's memory and CPU (psutil), and GPU figures from NVML (for
+        # /metrics and /gpu/status; started in run()), read at scrape time.
+        self.metrics.registry.register(WorkerProcessCollector(lambda: self.worker.pid))
         self.nvml = Nvml()
         self.metrics.registry.register(GpuCollector(self.nvml, self.worker_gpus))
         self.app = create_app(self)
