@@ -16,6 +16,7 @@ from supervisor.signing import parse_secret, signature
 from supervisor.jobs import CallbackState, Job, JobOptions, JobResult
 from supervisor.metrics import Metrics
 from supervisor.spool import Spool
+from tests.supervisor.test_spool import put
 from tests.support.receiver import Reply
 
 
@@ -283,7 +284,7 @@ async def until(condition) -> None:
 async def test_a_spooled_body_found_damaged_is_quarantined_not_sent(receiver, spool):
     job = finished_job("cb-damaged", OK)
     body = await build_body(job, "node-7")
-    name = spool.write(spool_record(job, body, time.time()), body.data)
+    name = put(spool, spool_record(job, body, time.time()), body.data)
     path = spool.root / name
     data = path.read_bytes()
     path.write_bytes(data[:-40] + bytes([data[-40] ^ 1]) + data[-39:])
