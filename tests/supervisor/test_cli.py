@@ -23,7 +23,7 @@ def test_every_problem_goes_to_stderr_with_exit_code_2(tmp_path, capsys):
     path.write_text('node_id: n-1\nserver: {port: 0}\nauth: {tokens: ["short"]}\n')
     assert cli.main(["check-config", "--config", str(path)]) == cli.EXIT_CONFIG == 2
     err = capsys.readouterr().err
-    assert f"configuration error in {path}" in err
+    assert f"configuration problem(s) in {path}" in err
     assert "server.port" in err and "auth.tokens[0]" in err and "callback" in err
 
 
