@@ -36,8 +36,9 @@ async def post(
 ) -> Attempt:
     """POST `body` once; never raises (any failure is a failed attempt, not a lost task)."""
     headers = {**headers, "User-Agent": USER_AGENT}
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
-        async with session.post(url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+        async with session.post(url, data=body, headers=headers, timeout=timeout) as response:
             await response.read()
             code = response.status
             retry_after = None

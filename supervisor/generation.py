@@ -65,8 +65,9 @@ class Generation:
     def new_limits(self, inference_timeout_s: float, heartbeat_interval_s: float, heartbeat_timeout_s: float) -> None:
         """Reloaded watchdog limits. A worker spawned with another heartbeat interval keeps
         its heartbeat timeout until it is recycled: the new one may be shorter than its beats."""
-        same_beat = heartbeat_interval_s == self.heartbeat_interval_s
-        self.watchdog = Watchdog(inference_timeout_s, heartbeat_timeout_s if same_beat else self.watchdog.heartbeat_timeout_s)
+        if heartbeat_interval_s != self.heartbeat_interval_s:
+            heartbeat_timeout_s = self.watchdog.heartbeat_timeout_s
+        self.watchdog = Watchdog(inference_timeout_s, heartbeat_timeout_s)
 
     def verdict(self, now: float) -> Verdict | None:
         """Whether the watchdog wants it killed now (silent, or its job over its time)."""

@@ -73,8 +73,11 @@ class Lifecycle:
         """Apply `event` (an event of `lifecycle_events`) at monotonic time `now`; what to do.
         Each event type is taken by the method `on_<its name in snake case>`."""
         self._now = now
-        getattr(self, _handler_of("on_", type(event)))(event)
-        return self._out.take()
+        try:
+            getattr(self, _handler_of("on_", type(event)))(event)
+        finally:
+            actions = self._out.take()  # never carried over to the next event, even after a bug
+        return actions
 
     # --- events ----------------------------------------------------------------------
 

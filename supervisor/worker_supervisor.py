@@ -258,7 +258,7 @@ class WorkerSupervisor:
             frames = [identity, *codec.encode(message, *blobs)]
             sent = self._sock.send_multipart(frames, flags=zmq.DONTWAIT, copy=False)
             if not sent.done():  # pyzmq queued it after all: its outcome is only logged
-                sent.add_done_callback(lambda f: f.cancelled() or f.exception() is None or _send_failed(gen, message, f.exception()))
+                sent.add_done_callback(lambda f: _send_failed(gen, message, f.exception()) if _failed(f) else None)
                 return None
             if sent.exception() is None:
                 return None
@@ -332,6 +332,10 @@ class WorkerSupervisor:
             self._feed(Undecodable(gen, str(exc)))
             return
         self._feed(Received(gen, message, tuple(blobs)))
+
+
+def _failed(future: asyncio.Future) -> bool:
+    return not future.cancelled() and future.exception() is not None
 
 
 def _send_failed(gen: int, message: Any, error: object) -> None:

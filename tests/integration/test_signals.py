@@ -93,7 +93,8 @@ async def test_sigusr1_recycles_the_worker_after_its_job_and_is_not_a_crash(tmp_
         # A recycle is routine: INFO, not among the restarts /gpu/status counts (those are
         # unplanned), but counted in the metric under its own label.
         assert node.gpu_status()["worker"]["restarts"] == 0
-        assert value(scrape(node), "gpu_server_worker_restarts", "gpu_server_worker_restarts_total", reason="recycle") == 2
+        families = scrape(node)
+        assert value(families, "gpu_server_worker_restarts", "gpu_server_worker_restarts_total", reason="recycle") == 2
         restarting = node.events("worker_restarting")
         assert [(e["reason"], e["level"]) for e in restarting] == [("recycle", "INFO")] * 2
         status, _, body = await submit(http, node.base_url, tryon_form("usr1-after"))

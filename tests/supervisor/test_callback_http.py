@@ -23,8 +23,9 @@ def test_what_an_answer_means(status, delivered, final):
 async def test_an_attempt_says_who_calls_and_reads_retry_after(receiver):
     receiver.answer_for["http-1"] = lambda: Reply(429, {"Retry-After": "7"})
     body = b"--b\r\nContent-Disposition: form-data; name=\"job_id\"\r\n\r\nhttp-1\r\n--b--\r\n"
+    headers = {"Content-Type": "multipart/form-data; boundary=b"}
     async with aiohttp.ClientSession() as session:
-        outcome = await post(session, receiver.url, body, {"Content-Type": "multipart/form-data; boundary=b"}, 5, "http-1")
+        outcome = await post(session, receiver.url, body, headers, 5, "http-1")
     assert outcome == Attempt(429, 7.0, "HTTP 429")
     (call,) = receiver.for_job("http-1")
     assert call.headers["User-Agent"] == USER_AGENT == f"gpu-server/{__version__}"

@@ -64,7 +64,9 @@ class Callbacks:
 @pytest.fixture
 async def setup():
     worker, callbacks, scheduler = PlayedWorker(), Callbacks(), Scheduler(max_pending=5)
-    dispatcher = Dispatcher(scheduler, worker, callbacks, Metrics(), default_model_version="configured-1")  # type: ignore[arg-type]
+    dispatcher = Dispatcher(
+        scheduler, worker, callbacks, Metrics(), default_model_version="configured-1"  # type: ignore[arg-type]
+    )
     task = asyncio.create_task(dispatcher.run())
     yield dispatcher, worker, callbacks, scheduler
     task.cancel()

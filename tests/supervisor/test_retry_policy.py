@@ -47,7 +47,9 @@ SPOOL = SpoolConfig(retry_initial_s=30, retry_max_s=600)
 
 
 def schedule(quick_attempts: int, failures: int, retry_after: float | None = None) -> list[tuple[float, bool]]:
-    return [tuple(after_failed_attempt(n, quick_attempts, SPOOL, retry_after, jitter=0.5)) for n in range(1, failures + 1)]
+    return [
+        tuple(after_failed_attempt(n, quick_attempts, SPOOL, retry_after, jitter=0.5)) for n in range(1, failures + 1)
+    ]
 
 
 def test_one_schedule_quick_retries_then_the_spool():
