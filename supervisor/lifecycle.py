@@ -1,10 +1,9 @@
-"""The worker's lifecycle as a pure core: events in, actions out.
+"""The worker's lifecycle as a pure core: events in, actions out (`lifecycle_events`).
 
 No process, socket or clock of its own: `handle(event, now)` applies the rules and returns
-what to do; the shell (`worker_supervisor`) does it (spawns, kills, sends, sets timers) and
-feeds back what happens. The rules: the restart policy (at once after a healthy run, then
-backoff; a crash loop gives up), the watchdog (a start's time, a job's time, heartbeats) and
-recycling (after the current job, not counted as a crash). Vocabulary: `lifecycle_events`.
+what to do; the shell (`worker_supervisor`) does it and feeds back what happens. The rules:
+restarts (at once after a healthy run, then backoff; a crash loop gives up), the watchdog
+(a start's time, a job's time, heartbeats) and recycling (after the current job, no crash).
 
 Every spawn is a generation (`generation.Generation`), keyed by its number; events name the
 generation they come from and actions the one they are for. One generation is `current`:
@@ -15,8 +14,6 @@ its messages, job, timers and kills already stay apart from the current one's.
 
 from __future__ import annotations
 
-import functools
-import re
 from typing import Any
 
 from ipc.messages import (
@@ -27,7 +24,7 @@ from supervisor.jobs import JobResult
 from supervisor.lifecycle_events import (
     AbortAsked, Action, CancelAsked, CountRestart, EndJob, Exited, GiveUp, JobOffered, Kill, Limits, Outbox,
     Received, Reconfigured, RecycleAsked, RefuseJob, ReportReady, ReportState, Send, SendFailed, SendJob, Spawn,
-    SpawnFailed, Spawned, Start, StopAsked, Timer, TimerFired, TimerKind, Undecodable,
+    SpawnFailed, Spawned, Start, StopAsked, Timer, TimerFired, TimerKind, Undecodable, handler_name,
 )
 from supervisor.reasons import KillReason, RestartReason
 from supervisor.watchdog import Watchdog
@@ -74,7 +71,7 @@ class Lifecycle:
         Each event type is taken by the method `on_<its name in snake case>`."""
         self._now = now
         try:
-            getattr(self, _handler_of("on_", type(event)))(event)
+            getattr(self, handler_name("on_", type(event)))(event)
         finally:
             actions = self._out.take()  # never carried over to the next event, even after a bug
         return actions
@@ -106,7 +103,7 @@ class Lifecycle:
             self._out.log("debug", "worker_message_dropped", generation=e.gen, message=type(e.message).__name__)
             return
         gen.last_heard = self._now
-        getattr(self, _handler_of("got_", type(e.message)))(gen, e.message, e.blobs)  # got_<message type>
+        getattr(self, handler_name("got_", type(e.message)))(gen, e.message, e.blobs)  # got_<message type>
 
     def on_undecodable(self, e: Undecodable) -> None:
         if (gen := self.generations.get(e.gen)) is not None:
@@ -357,9 +354,3 @@ class Lifecycle:
     def _set_state_of(self, gen: Generation, new: WorkerState, why: str) -> None:
         if gen.number == self.current:  # only the current worker's state is the node's
             self.machine.change(new, why)
-
-
-@functools.cache
-def _handler_of(prefix: str, kind: type) -> str:
-    """`on_stop_asked` for StopAsked: the table of rules is the set of such methods."""
-    return prefix + re.sub(r"(?<!^)(?=[A-Z])", "_", kind.__name__).lower()

@@ -9,6 +9,8 @@ tied to the generation they belong to, so nothing of one worker is ever taken fo
 from __future__ import annotations
 
 import enum
+import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -289,3 +291,11 @@ class Outbox:
     def cancel_timers_of(self, gen: int) -> None:
         for kind in (TimerKind.STARTUP, TimerKind.WATCHDOG, TimerKind.RETIRE):
             self.cancel_timer(Timer(kind, gen))
+
+
+@functools.cache
+def handler_name(prefix: str, kind: type) -> str:
+    """The core's method for an event or a worker's message: `on_stop_asked` for StopAsked,
+    `got_job_failed` for JobFailed. The table of rules is the set of such methods; a new
+    event or message is one struct and one method."""
+    return prefix + re.sub(r"(?<!^)(?=[A-Z])", "_", kind.__name__).lower()

@@ -9,7 +9,7 @@ from typing import get_args
 import pytest
 
 from ipc.messages import PROTOCOL_VERSION, CancelJob, Hello, Shutdown, WorkerMessage
-from supervisor import lifecycle, lifecycle_events
+from supervisor import lifecycle_events
 from supervisor.lifecycle import Lifecycle
 from supervisor.jobs import JobResult
 from supervisor.lifecycle_events import (
@@ -94,9 +94,9 @@ def test_cancel_goes_to_the_worker_holding_the_job_only():
 
 def test_every_event_and_every_message_a_worker_can_send_has_a_rule():
     for kind in get_args(WorkerMessage):
-        assert callable(getattr(Lifecycle, lifecycle._handler_of("got_", kind))), kind
+        assert callable(getattr(Lifecycle, lifecycle_events.handler_name("got_", kind))), kind
     for kind in get_args(lifecycle_events.Event):
-        assert callable(getattr(Lifecycle, lifecycle._handler_of("on_", kind))), kind
+        assert callable(getattr(Lifecycle, lifecycle_events.handler_name("on_", kind))), kind
 
 
 # --- crashes, backoff, the crash-loop limit ------------------------------------------------
