@@ -14,6 +14,7 @@ from ipc.jsonlog import EventLog
 from supervisor.callback import CallbackSender
 from supervisor.jobs import Job, JobResult, JobState
 from supervisor.metrics import Metrics
+from supervisor.reasons import KillReason
 from supervisor.scheduler import Scheduler
 from supervisor.worker_supervisor import WorkerSupervisor, WorkerUnavailable
 
@@ -53,13 +54,14 @@ class Dispatcher:
         """Until no job runs or waits."""
         await self._idle.wait()
 
-    def abort_current(self, result: JobResult) -> None:
+    def abort_current(self, result: JobResult, reason: KillReason) -> None:
         """End the job holding the slot with `result`, now, wherever it stands; the node
-        takes no job after this (used at a drain deadline, after the queue was emptied)."""
+        takes no job after this (used at a drain deadline, after the queue was emptied).
+        `reason`: why its worker is killed (the drain's end, a QUIT)."""
         self._abort_result = result
         self._aborted.set()
         # A job on the worker ends when the worker dies: its future resolves with `result`.
-        self.worker.abort(result, "the node is stopping")
+        self.worker.abort(result, "the node is stopping", reason)
 
     async def run(self) -> None:
         while True:

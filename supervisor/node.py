@@ -34,11 +34,14 @@ from supervisor.jobs import JobResult, JobStore
 from supervisor.jobs_api import JobsApi
 from supervisor.metrics import Metrics
 from supervisor.nvml import Nvml
+from supervisor.reasons import KillReason
 from supervisor.reload import plan_reload
 from supervisor.scheduler import Scheduler
 from supervisor.spool import Spool, SpoolUnusable
 from supervisor.status import readiness
-from supervisor.worker_supervisor import WorkerSupervisor, watched
+from supervisor.tasks import watched
+from supervisor.worker_collector import WorkerProcessCollector
+from supervisor.worker_supervisor import WorkerSupervisor
 
 events = EventLog("supervisor.node")
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGQUIT)
@@ -88,7 +91,9 @@ class Node:
             spool_pending=lambda: len(self.spool),
         )
         self._set_build_info(cfg.model.version or "")
-        # GPU figures from NVML, for /metrics and /gpu/status; started in run().
+        # The worker process's memory and CPU (psutil), and GPU figures from NVML (for
+        # /metrics and /gpu/status; started in run()), read at scrape time.
+        self.metrics.registry.register(WorkerProcessCollector(lambda: self.worker.pid))
         self.nvml = Nvml()
         self.metrics.registry.register(GpuCollector(self.nvml, self.worker_gpus))
         self.app = create_app(self)
@@ -143,7 +148,7 @@ class Node:
                 if request == WORKER_FAILED:
                     # Nothing queued can run: end it now, give the callbacks the drain's time.
                     self.worker_failed = True
-                    self._end_unfinished(self.worker_failed_result())
+                    self._end_unfinished(self.worker_failed_result(), KillReason.STOP)
                     return await self._drain("worker failed", self.config.shutdown.drain_timeout_s)
                 assert isinstance(request, signal.Signals)
                 handler = getattr(self, f"handle_{request.name.removeprefix('SIG').lower()}")
@@ -188,7 +193,9 @@ class Node:
         """Stop now: unfinished jobs end with `shutdown`, their results are not waited for."""
         events.info("shutdown_started", signal="SIGQUIT", drain_timeout_s=0)
         self.draining = True
-        self._end_unfinished(JobResult.failure("shutdown", "the node was stopped at once (SIGQUIT)"))
+        self._end_unfinished(
+            JobResult.failure("shutdown", "the node was stopped at once (SIGQUIT)"), KillReason.QUIT
+        )
         # The running job is recorded once its killed worker is seen gone (milliseconds).
         idle = asyncio.ensure_future(self.dispatcher.wait_idle())
         if not (await asyncio.wait({idle}, timeout=10.0))[0]:
@@ -258,7 +265,8 @@ class Node:
         try:
             await asyncio.wait({idle, hurry}, timeout=drain_s, return_when=asyncio.FIRST_COMPLETED)
             if not idle.done():
-                self._end_unfinished(JobResult.failure("shutdown", "the node stopped before the job could finish"))
+                stopped = JobResult.failure("shutdown", "the node stopped before the job could finish")
+                self._end_unfinished(stopped, KillReason.DRAIN_DEADLINE)
                 # The dispatcher records the ends at once (a running job: once its worker died).
                 done, _ = await asyncio.wait({idle}, timeout=10.0)
                 if not done:
@@ -283,13 +291,15 @@ class Node:
                 return request
             events.info("signal_ignored", signal=request.name, why="the node is stopping")
 
-    def _end_unfinished(self, result: JobResult) -> None:
+    def _end_unfinished(self, result: JobResult, reason: KillReason) -> None:
+        """Every job not finished ends with `result`; a worker still running one is killed
+        for `reason` (logged as such, never as a crash)."""
         self.worker.stop_restarting()
         # The queue first: ending the current job would otherwise hand the slot on.
         for job in self.scheduler.take_pending():
             self.dispatcher.complete(job, result)
         if self.scheduler.current is not None:
-            self.dispatcher.abort_current(result)
+            self.dispatcher.abort_current(result, reason)
 
     # --- helpers -------------------------------------------------------------------
 

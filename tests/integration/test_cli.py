@@ -120,12 +120,12 @@ def test_check_config_reports_schema_rules_and_files_in_one_round(tmp_path):
 
 def spool_with_a_dead_letter(tmp_path):
     from supervisor.spool import Spool
-    from tests.supervisor.test_spool import record
+    from tests.supervisor.test_spool import put, record
 
     spool = Spool(tmp_path / "spool")
     spool.open()
-    spool.dead_letter(spool.write(record("rejected-1", "msg_r1"), b"r1"))
-    spool.write(record("waits", "msg_w"), b"w")
+    spool.dead_letter(put(spool, record("rejected-1", "msg_r1"), b"r1"))
+    put(spool, record("waits", "msg_w"), b"w")
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(base_config("http://127.0.0.1:9/cb", 8080)))
     return spool, config
