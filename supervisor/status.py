@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from supervisor.jobs import JobState
 from supervisor.nvml import GpuStats
 from supervisor.worker_state import SERVING, WorkerState
 
@@ -52,9 +53,18 @@ def gpu_status_body(node, gpus: Sequence[GpuStats] = ()) -> dict[str, Any]:
             "restarts": node.worker.restarts,
             "model_loaded": node.worker.model_loaded,
         },
+        # The running job's last step report; null before its first step and between jobs.
+        "current_job_progress": _progress(current),
         # From NVML (read off the event loop by the route); [] where there is no driver.
         "gpus": [gpu.as_dict() for gpu in gpus],
     }
+
+
+def _progress(job) -> dict[str, int] | None:
+    if job is None or job.state is not JobState.RUNNING or job.progress is None:
+        return None
+    step, total = job.progress
+    return {"step": step, "total": total}
 
 
 def version_body(node) -> dict[str, Any]:
