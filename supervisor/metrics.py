@@ -43,6 +43,10 @@ JOB_OUTCOMES = (
 )
 RESTART_REASONS = tuple(reason.value for reason in RestartReason)
 CALLBACK_RESULTS = ("success", "retry", "failure", "undeliverable")
+EVENT_TYPES = ("job.started", "job.progress")
+# sent: a 2xx; failed: an error or another status; dropped: not sent (the job's previous
+# event still in flight, or the node draining).
+EVENT_RESULTS = ("sent", "failed", "dropped")
 
 
 class Metrics:
@@ -78,6 +82,9 @@ class Metrics:
             buckets=CALLBACK_BUCKETS,
             registry=r,
         )
+        self.events = Counter(
+            f"{PREFIX}_events", "Job events (events.url) by type and result", ["type", "result"], registry=r
+        )
         self.spool_pending = Gauge(
             f"{PREFIX}_spool_pending", "Results in the spool waiting for delivery", registry=r
         )
@@ -107,6 +114,9 @@ class Metrics:
             self.worker_restarts.labels(reason)
         for result in CALLBACK_RESULTS:
             self.callback_attempts.labels(result)
+        for kind in EVENT_TYPES:
+            for result in EVENT_RESULTS:
+                self.events.labels(kind, result)
 
     def bind_state(
         self,
