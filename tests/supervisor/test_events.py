@@ -11,6 +11,7 @@ import time
 from datetime import datetime
 
 import pytest
+import yaml
 from aiohttp import web
 from standardwebhooks import Webhook
 
@@ -19,7 +20,7 @@ from supervisor.events import ANSWER_READ_BYTES, EventSender, read_at_most
 from supervisor.jobs import Job, JobOptions
 from supervisor.metrics import Metrics
 from tests.support.events_receiver import EventsReceiver
-from tests.support.node import free_port
+from tests.support.node import REPO, free_port
 
 SECRET = "whsec_" + base64.b64encode(b"events-secret-0123456789abcdef!!").decode()
 CALLBACK = CallbackConfig(url="http://127.0.0.1:9/cb", token="callback-token")
@@ -78,6 +79,8 @@ async def test_started_then_progress_with_the_contracts_body_and_headers(receive
         "node_id": "node-1", "step": None, "total": None, "at": started.body["at"],
     }
     assert progress.body["type"] == "job.progress" and (progress.body["step"], progress.body["total"]) == (3, 8)
+    documented = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text())["components"]["schemas"]["JobEvent"]
+    assert set(started.body) == set(documented["required"]) == set(documented["properties"])
     for event in (started, progress):
         assert datetime.fromisoformat(event.body["at"].replace("Z", "+00:00")).tzinfo is not None
         assert event.headers["Content-Type"] == "application/json"

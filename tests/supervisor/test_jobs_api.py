@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
+
 from supervisor.jobs import CallbackState, Job, JobOptions, JobResult
 from supervisor.jobs_api import describe, rfc3339
 from supervisor.delivery import SpooledJob
@@ -10,6 +14,12 @@ from supervisor.spool import SpoolRecord
 KEYS = {
     "job_id", "state", "error_code", "error_message", "created_at", "timings_ms", "callback", "started_at", "progress",
 }
+
+
+def test_the_keys_are_those_the_schema_documents():
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml").read_text())
+    job = spec["components"]["schemas"]["Job"]
+    assert KEYS == set(job["required"]) == set(job["properties"])
 
 
 def test_a_queued_job_has_no_timings_yet():

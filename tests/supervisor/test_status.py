@@ -44,6 +44,8 @@ def test_gpu_status_lists_gpus_in_the_documented_shape():
     item = spec["components"]["schemas"]["GpuStatus"]["properties"]["gpus"]["items"]
     assert set(body) == set(item["required"]) == set(item["properties"])
     assert body["index"] == 1 and body["uuid"] == "GPU-1" and body["power_watts"] is None
+    status = spec["components"]["schemas"]["GpuStatus"]
+    assert set(gpu_status_body(node)) == set(status["required"]) == set(status["properties"])
 
 
 def test_gpu_status_tells_the_running_jobs_last_step_only():
