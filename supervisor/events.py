@@ -117,6 +117,15 @@ class EventSender:
     # --- sending -----------------------------------------------------------------------
 
     def _emit(self, job: Job, kind: str, step: int | None, total: int | None, at: float) -> None:
+        # Called from the dispatcher and from the worker's message handling: whatever goes
+        # wrong here costs this event, never the caller.
+        try:
+            self._send(job, kind, step, total, at)
+        except Exception:
+            events.exception("event_error", job_id=job.job_id, type=kind)
+            self.metrics.events.labels(kind, "failed").inc()
+
+    def _send(self, job: Job, kind: str, step: int | None, total: int | None, at: float) -> None:
         busy = job.job_id in self._in_flight
         if self._draining or busy or self._session is None:
             self.metrics.events.labels(kind, "dropped").inc()

@@ -228,3 +228,11 @@ async def test_a_reload_changes_where_the_next_event_goes(receiver):
         await sender.close()
     (event,) = receiver.events
     assert event.headers["X-Internal-Auth"] == "new-token" and json.loads(event.raw)["type"] == "job.started"
+
+
+def test_a_failure_inside_the_sender_costs_the_event_never_the_caller():
+    # No event loop runs here, so the event's task cannot be made: counted, logged, not raised.
+    sender = EventSender(EventsConfig(url="http://127.0.0.1:9/events"), CALLBACK, "node-1", Metrics())
+    sender._session = object()  # type: ignore[assignment]  # as if started
+    sender.started(running_job())
+    assert count(sender.metrics, "job.started", "failed") == 1
