@@ -127,7 +127,8 @@ class EventSender:
 
     def _send(self, job: Job, kind: str, step: int | None, total: int | None, at: float) -> None:
         busy = job.job_id in self._in_flight
-        if self._draining or busy or self._session is None:
+        url, session = self.config.url, self._session
+        if self._draining or busy or session is None or url is None:
             self.metrics.events.labels(kind, "dropped").inc()
             why = "previous event in flight" if busy else "node draining"
             events.debug("event_dropped", job_id=job.job_id, type=kind, step=step, why=why)
@@ -136,7 +137,16 @@ class EventSender:
             "type": kind, "job_id": job.job_id, "user_id": job.user_id, "session_id": job.session_id,
             "node_id": self.node_id, "step": step, "total": total, "at": rfc3339(at),
         }, separators=(",", ":")).encode()
-        task = asyncio.get_running_loop().create_task(self._post(kind, job.job_id, body), name=f"event-{kind}")
+        headers = {
+            "Content-Type": "application/json",
+            "X-Internal-Auth": self._token,
+            "User-Agent": USER_AGENT,
+            **signing.headers(self._key, f"msg_{uuid.uuid4().hex}", int(self._wall()), body),
+        }
+        loop = asyncio.get_running_loop()
+        # Everything the attempt needs is fixed now: a reload meanwhile applies to the next event.
+        attempt = self._post(session, url, self.config.timeout_s, headers, body, kind, job.job_id)
+        task = loop.create_task(attempt, name=f"event-{kind}")
         self._in_flight[job.job_id] = task
         task.add_done_callback(lambda done: self._done(job.job_id, done))
 
@@ -144,20 +154,15 @@ class EventSender:
         if self._in_flight.get(job_id) is task:
             del self._in_flight[job_id]
 
-    async def _post(self, kind: str, job_id: str, body: bytes) -> None:
+    async def _post(
+        self, session: aiohttp.ClientSession, url: str, timeout_s: float, headers: dict[str, str], body: bytes,
+        kind: str, job_id: str,
+    ) -> None:
         """One attempt; never raises (but for its own cancellation, at close)."""
-        assert self._session is not None and self.config.url is not None
-        cfg = self.config
-        headers = {
-            "Content-Type": "application/json",
-            "X-Internal-Auth": self._token,
-            "User-Agent": USER_AGENT,
-            **signing.headers(self._key, f"msg_{uuid.uuid4().hex}", int(self._wall()), body),
-        }
         problem = None
         try:
-            async with self._session.post(
-                cfg.url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=cfg.timeout_s),
+            async with session.post(
+                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s),
                 allow_redirects=False,  # neither the token nor the event goes anywhere else
             ) as response:
                 await read_at_most(response, ANSWER_READ_BYTES)
@@ -167,7 +172,7 @@ class EventSender:
             self._count(kind, job_id, "failed", "the node stopped before an answer")
             raise
         except asyncio.TimeoutError:
-            problem = f"timed out after {cfg.timeout_s} s"
+            problem = f"timed out after {timeout_s} s"
         except aiohttp.ClientError as exc:
             problem = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # anything else aiohttp raises costs this event only

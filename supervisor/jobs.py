@@ -67,6 +67,11 @@ def rfc3339(unix_s: float) -> str:
     return datetime.fromtimestamp(unix_s, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def progress_body(progress: tuple[int, int] | None) -> dict[str, int] | None:
+    """A job's progress as the API writes it: {"step", "total"}, or null."""
+    return {"step": progress[0], "total": progress[1]} if progress is not None else None
+
+
 def _ms(start: float | None, end: float | None) -> int | None:
     return None if start is None or end is None else round((end - start) * 1000)
 

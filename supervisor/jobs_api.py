@@ -13,7 +13,7 @@ from ipc.jsonlog import EventLog
 from supervisor.callback import CallbackSender
 from supervisor.dispatcher import CANCELLED, Dispatcher
 from supervisor.errors import ApiError
-from supervisor.jobs import Job, JobState, JobStore, rfc3339
+from supervisor.jobs import Job, JobState, JobStore, progress_body, rfc3339
 from supervisor.delivery import SpooledJob
 from supervisor.scheduler import Scheduler
 from supervisor.worker_supervisor import WorkerSupervisor
@@ -50,10 +50,6 @@ def describe(job: Job | SpooledJob) -> dict[str, Any]:
             "last_status": job.callback_last_status,
         },
     }
-
-
-def progress_body(progress: tuple[int, int] | None) -> dict[str, int] | None:
-    return {"step": progress[0], "total": progress[1]} if progress is not None else None
 
 
 class JobsApi:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from supervisor.jobs import JobState
+from supervisor.jobs import JobState, progress_body
 from supervisor.nvml import GpuStats
 from supervisor.worker_state import SERVING, WorkerState
 
@@ -41,6 +41,7 @@ def health_body(node, status: str) -> dict[str, Any]:
 def gpu_status_body(node, gpus: Sequence[GpuStats] = ()) -> dict[str, Any]:
     scheduler = node.scheduler
     current = scheduler.current
+    running = current is not None and current.state is JobState.RUNNING
     return {
         "node_id": node.config.node_id,
         "busy": scheduler.busy,
@@ -53,18 +54,11 @@ def gpu_status_body(node, gpus: Sequence[GpuStats] = ()) -> dict[str, Any]:
             "restarts": node.worker.restarts,
             "model_loaded": node.worker.model_loaded,
         },
-        # The running job's last step report; null before its first step and between jobs.
-        "current_job_progress": _progress(current),
+        # The running job's last step; null before its first step and between jobs.
+        "current_job_progress": progress_body(current.progress if running else None),
         # From NVML (read off the event loop by the route); [] where there is no driver.
         "gpus": [gpu.as_dict() for gpu in gpus],
     }
-
-
-def _progress(job) -> dict[str, int] | None:
-    if job is None or job.state is not JobState.RUNNING or job.progress is None:
-        return None
-    step, total = job.progress
-    return {"step": step, "total": total}
 
 
 def version_body(node) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from supervisor.lifecycle import Lifecycle
 from supervisor.jobs import JobResult
 from supervisor.lifecycle_events import (
     AbortAsked, CancelAsked, CountRestart, EndJob, GiveUp, JobOffered, Limits, Reconfigured, RecycleAsked,
-    RefuseJob, ReportProgress, ReportReady, ReportState, Send, SendFailed, SendJob, SetTimer, SpawnFailed, Start, StopAsked, Timer,
-    TimerKind, Undecodable,
+    RefuseJob, ReportProgress, ReportReady, ReportState, Send, SendFailed, SendJob, SetTimer, SpawnFailed, Start,
+    StopAsked, Timer, TimerKind, Undecodable,
 )
 from supervisor.reasons import KillReason, RestartReason
 from supervisor.worker_state import WorkerState as S
