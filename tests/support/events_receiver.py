@@ -64,7 +64,8 @@ class EventsReceiver:
         raw = await request.read()
         with self._cond:
             self.events.append(Event(dict(request.headers), raw, json.loads(raw)))
-            self.hanging += self.hang
+            if self.hang:
+                self.hanging += 1
             self._cond.notify_all()
         if self.hang:
             assert self._release is not None
