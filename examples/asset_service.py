@@ -104,7 +104,8 @@ def main() -> None:
 
     async def serve() -> None:
         await start(url, args.token, save, lambda event: print(f"event: {describe_event(event)}", flush=True))
-        events_url = f"{url.split('://', 1)[0]}://{urlsplit(url).netloc}{EVENTS_PATH}"
+        parts = urlsplit(url)
+        events_url = f"{parts.scheme}://{parts.netloc}{EVENTS_PATH}"
         print(f"Asset Service stand-in listening on {url} (job events on {events_url})", flush=True)
         await asyncio.Event().wait()
 
