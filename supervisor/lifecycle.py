@@ -93,7 +93,8 @@ class Lifecycle(Recycling):
             self._kill(gen, gen.kill_reason)
             return
         self._set_state_of(gen, S.STARTING, f"spawned pid {e.pid}")
-        self._out.log("info", "worker_started", pid=e.pid, worker_id=e.worker_id, generation=gen.number)
+        self._out.log("info", "worker_started", pid=e.pid, worker_id=e.worker_id, generation=gen.number,
+                      next=gen.number == self.next)
         self._out.set_timer(Timer(TimerKind.STARTUP, gen.number), gen.startup_timeout_s)
         self._maybe_recycle()  # asked while it was spawned with the settings before
 
