@@ -98,7 +98,7 @@ class Metrics:
         )
         self.worker_overlap = Counter(
             f"{PREFIX}_worker_overlap",
-            "Recycles with the next worker loaded beside the current one, by result",
+            "Recycles meant to load the next worker beside the current one, by result",
             ["result"],
             registry=r,
         )

@@ -28,8 +28,8 @@ from ipc.messages import Ready, WorkerSpec
 from ipc.transport import endpoint_in
 from supervisor.config import LoadedConfig
 from supervisor.jobs import Job, JobResult
-from supervisor.lifecycle import Lifecycle
 from supervisor.generation import Phase
+from supervisor.lifecycle import Lifecycle
 from supervisor.lifecycle_events import (
     STOP_GRACE_S, AbortAsked, Action, CancelAsked, CancelTimer, CountOverlap, CountRestart, EndJob, Exited, GiveUp,
     JobOffered, Kill, Limits, Log, MeasureMemory, MemoryMeasured, Received, Reconfigured, RecycleAsked, RefuseJob,
