@@ -67,9 +67,8 @@ async def one_recycle(http: aiohttp.ClientSession, node: BenchNode, receiver: Ca
         node.signal(signal.SIGUSR1)
         ready = (await asyncio.to_thread(node.wait_event_count, "worker_ready", before + 1))[-1]
         new_pid = ready["pid"]
-        await traffic.until(
-            lambda: any(e["worker_pid"] == new_pid for e in node.events("job_dispatched")), what="a job on the new worker"
-        )
+        on_new = lambda: any(e["worker_pid"] == new_pid for e in node.events("job_dispatched"))  # noqa: E731
+        await traffic.until(on_new, what="a job on the new worker")
     for job_id in traffic.accepted:
         (callback,) = (await receiver.await_callback(job_id))[:1]
         assert callback.fields["status"] == "succeeded", callback.fields

@@ -10,13 +10,13 @@ import signal
 from ipc.messages import Ready, Shutdown
 from supervisor.jobs import JobResult
 from supervisor.lifecycle_events import (
-    AbortAsked, CountOverlap, CountRestart, EndJob, JobOffered, Limits, MeasureMemory, Reconfigured, RecycleAsked, RefuseJob,
-    ReportReady, Send, SendJob, SpawnFailed, Start, StopAsked, Timer, TimerKind,
+    AbortAsked, CountOverlap, CountRestart, EndJob, JobOffered, Limits, MeasureMemory, Reconfigured, RecycleAsked,
+    RefuseJob, ReportReady, Send, SendJob, SpawnFailed, Start, StopAsked, Timer, TimerKind,
 )
-from supervisor.overlap import GiB, OverlapMode, OverlapResult
+from supervisor.overlap import GiB, OverlapMode
 from supervisor.reasons import KillReason
 from supervisor.worker_state import WorkerState as S
-from tests.support.lifecycle_driver import READY, Driver
+from tests.support.lifecycle_driver import Driver
 
 SIGKILL, SIGSEGV = -signal.SIGKILL, -signal.SIGSEGV
 ALWAYS, AUTO, NEVER = OverlapMode.ALWAYS, OverlapMode.AUTO, OverlapMode.NEVER

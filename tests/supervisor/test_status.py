@@ -66,4 +66,5 @@ def test_gpu_status_shows_the_next_worker_of_a_recycle_in_the_documented_shape()
     schema = spec["components"]["schemas"]["GpuStatus"]["properties"]["worker"]
     assert set(worker) == set(schema["required"]) == set(schema["properties"])
     shape = schema["properties"]["next"]["oneOf"][1]
-    assert set(worker["next"]) == set(shape["required"]) and worker["next"]["state"] in shape["properties"]["state"]["enum"]
+    assert set(worker["next"]) == set(shape["required"])
+    assert worker["next"]["state"] in shape["properties"]["state"]["enum"]
