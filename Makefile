@@ -69,6 +69,7 @@ test: install-dev tools $(VENV)/.installed-comfyui
 
 bench: install-dev
 	$(BIN)/python bench/bench_tryon.py
+	$(BIN)/python bench/recycle_overlap.py
 
 demo: install
 	$(BIN)/python examples/demo.py --config $(CONFIG)

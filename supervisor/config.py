@@ -22,6 +22,7 @@ from supervisor import config_check, signing
 from supervisor.config_check import Problem
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 DEFAULT_PATH = "conf/config.yaml"
 PATH_ENV = "GPU_SERVER_CONFIG"
 
@@ -91,6 +92,11 @@ class WorkerConfig(Section):
     restart_window_s: Seconds = 600.0
     # A job whose worker crashed runs once more on the new worker instead of failing.
     retry_crashed_jobs: bool = False
+    # A recycle (HUP, USR1) loads the next worker beside the current one, which serves
+    # meanwhile: `auto` where the measured free memory allows, `always`, or `never`.
+    overlap: Literal["auto", "always", "never"] = "auto"
+    # `auto` overlaps when free memory exceeds the current worker's footprint plus this.
+    overlap_margin_bytes: Annotated[int, Meta(ge=0)] = 2 * GiB
 
 
 class ReferenceModelConfig(Section):

@@ -86,20 +86,21 @@ class Dispatcher:
                 self.complete(job, CANCELLED)
                 continue
             try:
-                outcome = await self.worker.start_job(job)
+                handover = await self.worker.start_job(job)
             except WorkerUnavailable:
                 continue  # never reached the worker: still first in line for the next one
             now = time.monotonic()
-            job.mark_dispatched(now, self._model_version())
+            # The version of the worker that runs it (around a recycle, old and new differ).
+            job.mark_dispatched(now, handover.model_version or self._model_version())
             if job.attempts == 1:
                 self.metrics.job_queue.observe(now - job.accepted_mono)
             events.info(
-                "job_dispatched", job_id=job.job_id, attempt=job.attempts,
-                queue_ms=round((now - job.accepted_mono) * 1000, 1),
+                "job_dispatched", job_id=job.job_id, attempt=job.attempts, worker_pid=handover.pid,
+                model_version=job.model_version, queue_ms=round((now - job.accepted_mono) * 1000, 1),
             )
             if self.job_events is not None:
                 self.job_events.started(job)
-            result = await outcome
+            result = await handover.outcome
             if job.cancel_requested and result.error_code == "worker_crashed":
                 result = CANCELLED  # the cancel was answered 202; the crash only came first
             if self._runs_again(job, result):

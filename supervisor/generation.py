@@ -53,6 +53,8 @@ class Generation:
     abort_result: JobResult | None = None
     retire_grace_s: float = 0.0
     startup_failure: StartupFailed | None = None
+    # Spawned beside the current worker by a recycle with overlap: when that was asked.
+    recycle_asked_at: float | None = None
 
     @property
     def serving(self) -> bool:
@@ -99,6 +101,12 @@ class Generation:
             self.abort_result or crashed,
             decoded.startup_failed and self.startup_failure is None and self.ready_at is None,
         )
+
+    def failure(self, exit_report: ExitReport) -> str:
+        """Why it ended, in a line: its own report of a failed start, else its exit."""
+        if self.startup_failure is not None:
+            return f"{self.startup_failure.reason}: {self.startup_failure.message}"
+        return exit_report.fields["description"]
 
     @property
     def _job_since(self) -> float | None:

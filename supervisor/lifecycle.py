@@ -3,13 +3,14 @@
 No process, socket or clock of its own: `handle(event, now)` applies the rules and returns
 what to do; the shell (`worker_supervisor`) does it and feeds back what happens. The rules:
 restarts (at once after a healthy run, then backoff; a crash loop gives up), the watchdog
-(a start's time, a job's time, heartbeats) and recycling (after the current job, no crash).
+(a start's time, a job's time, heartbeats), and recycling (`lifecycle_recycle`: after the
+current job, or with the next worker loading beside the current one).
 
 Every spawn is a generation (`generation.Generation`), keyed by its number; events name the
 generation they come from and actions the one they are for. One generation is `current`:
-the one jobs go to and whose state the node reports. A recycle with overlap (a `next`
-generation loading while the current one serves) is one more pointer into the same table:
-its messages, job, timers and kills already stay apart from the current one's.
+the one jobs go to and whose state the node reports. During a recycle with overlap a second
+one is `next`: its messages, timers and kills stay apart from the current one's, and its
+states never touch the node's.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from ipc.messages import (
 from supervisor.generation import Generation, Phase, RunningJob
 from supervisor.jobs import JobResult
 from supervisor.lifecycle_events import (
-    AbortAsked, Action, CancelAsked, CountRestart, EndJob, Exited, GiveUp, JobOffered, Kill, Limits, Outbox,
-    Received, Reconfigured, RecycleAsked, RefuseJob, ReportProgress, ReportReady, ReportState, Send, SendFailed,
-    SendJob, Spawn, SpawnFailed, Spawned, Start, StopAsked, Timer, TimerFired, TimerKind, Undecodable, handler_name,
+    AbortAsked, Action, CancelAsked, CountOverlap, CountRestart, EndJob, Exited, GiveUp, JobOffered, Kill, Limits,
+    Outbox, Received, Reconfigured, RefuseJob, ReportProgress, ReportReady, ReportState, Send, SendFailed, SendJob,
+    Spawn, SpawnFailed, Spawned, Start, StopAsked, Timer, TimerFired, TimerKind, Undecodable, handler_name,
 )
+from supervisor.lifecycle_recycle import Recycling
+from supervisor.overlap import OverlapResult
 from supervisor.reasons import KillReason, RestartReason
 from supervisor.watchdog import Watchdog
 from supervisor.worker_state import SERVING, RestartPolicy, StateMachine, WorkerState
@@ -35,7 +38,7 @@ from supervisor.worker_wire import job_result
 S = WorkerState
 
 
-class Lifecycle:
+class Lifecycle(Recycling):
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.policy = RestartPolicy(limits.max_backoff_s, limits.healthy_after_s, limits.max_restarts,
@@ -46,8 +49,8 @@ class Lifecycle:
         self.last_ready: Ready | None = None  # what runs (or ran) on this node, kept across restarts
         self.restarts = 0  # unplanned restarts (a recycle is not one)
         self.stopping = False
-        self.recycle_pending: str | None = None  # why, until the worker is replaced
         self.last_generation = 0  # the number of the latest spawn asked for
+        self._init_recycling()
         self._out = Outbox()
         self._now = 0.0
 
@@ -91,12 +94,13 @@ class Lifecycle:
             self._kill(gen, gen.kill_reason)
             return
         self._set_state_of(gen, S.STARTING, f"spawned pid {e.pid}")
-        self._out.log("info", "worker_started", pid=e.pid, worker_id=e.worker_id, generation=gen.number)
+        self._out.log("info", "worker_started", pid=e.pid, worker_id=e.worker_id, generation=gen.number,
+                      next=gen.number == self.next)
         self._out.set_timer(Timer(TimerKind.STARTUP, gen.number), gen.startup_timeout_s)
         self._maybe_recycle()  # asked while it was spawned with the settings before
 
     def on_spawn_failed(self, e: SpawnFailed) -> None:
-        self._after_end(self.generations.pop(e.gen), RestartReason.EXIT.value)
+        self._after_end(self.generations.pop(e.gen), RestartReason.EXIT.value, e.error)
 
     def on_received(self, e: Received) -> None:
         gen = self.generations.get(e.gen)
@@ -133,7 +137,7 @@ class Lifecycle:
         self._out.log(report.level, "worker_exited", **report.fields)
         if gen.job is not None:
             self._out.emit(EndJob(gen.job.job_id, report.job_result))
-        self._after_end(gen, report.reason)
+        self._after_end(gen, report.reason, gen.failure(report))
 
     def on_timer_fired(self, e: TimerFired) -> None:
         self._out.timers.discard(e.timer)
@@ -171,12 +175,6 @@ class Lifecycle:
                 self._out.emit(Send(gen.number, CancelJob(job_id=e.job_id)))  # a dead worker ends it anyway
                 return
 
-    def on_recycle_asked(self, e: RecycleAsked) -> None:
-        if not self.stopping:
-            self.recycle_pending = e.why
-            self._out.log("info", "worker_recycle_requested", why=e.why, state=self.state.value)
-            self._maybe_recycle()
-
     def on_abort_asked(self, e: AbortAsked) -> None:
         for gen in list(self.generations.values()):
             self._out.log("warning", "worker_abort", pid=gen.pid, why=e.why)
@@ -185,6 +183,7 @@ class Lifecycle:
     def on_stop_asked(self, e: StopAsked) -> None:
         self.stopping = True
         self.recycle_pending = None
+        self._drop_next()  # no switch from now on
         self._out.cancel_timer(Timer(TimerKind.BACKOFF))
         grace = e.grace_s
         for gen in list(self.generations.values()) if grace is not None else ():  # without: it may go on
@@ -216,17 +215,18 @@ class Lifecycle:
             return  # too late: it is being ended (a start timeout, a stop)
         gen.ready_at, gen.ready, gen.phase = self._now, message, Phase.IDLE
         self._out.cancel_timer(Timer(TimerKind.STARTUP, gen.number))
-        if gen.number == self.current:
-            self.last_ready = message
-            self.machine.change(S.READY, "model loaded")
         self._out.log(
-            "info", "worker_ready", pid=gen.pid, backend=message.backend, device=message.device,
-            model_version=message.model_version, torch=message.torch_version, comfyui=message.comfyui_version,
-            load_time_s=round(message.load_time_s, 3), startup_s=round(self._now - (gen.spawned_at or 0.0), 3),
+            "info", "worker_ready", pid=gen.pid, generation=gen.number, next=gen.number == self.next,
+            backend=message.backend, device=message.device, model_version=message.model_version,
+            torch=message.torch_version, comfyui=message.comfyui_version, load_time_s=round(message.load_time_s, 3),
+            startup_s=round(self._now - (gen.spawned_at or 0.0), 3),
         )
-        self._out.emit(ReportReady(gen.number, message))
         self._arm_watchdog(gen)
-        self._maybe_recycle()
+        if gen.number == self.current:
+            self._became_ready(gen)
+            self._maybe_recycle()
+        else:
+            self._maybe_switch()
 
     def got_startup_failed(self, gen: Generation, message: StartupFailed, blobs: tuple) -> None:
         gen.startup_failure = message
@@ -250,30 +250,39 @@ class Lifecycle:
         if gen.kill_reason is not None:
             return  # a result that raced its kill: the worker is going, not ready
         gen.phase = Phase.IDLE
-        if self.recycle_pending is not None and gen.number == self.current:
-            self._maybe_recycle()  # straight on: no job is handed to it meanwhile
-        else:
-            self._set_state_of(gen, S.READY, f"job {message.job_id} done")
+        if gen.number != self.current or self._maybe_recycle():
+            return  # retired straight on (a plain recycle): no job is handed to it meanwhile
+        self.machine.change(S.READY, f"job {message.job_id} done")
+        self._maybe_switch()  # a next worker ready and waiting for this job to end
 
     got_job_succeeded = got_job_failed = got_job_ended
 
     # --- rules -------------------------------------------------------------------------
 
     def _spawn(self) -> None:
+        """Spawn the current worker's successor (the first one, or after an exit)."""
+        gen = self._new_generation()
+        self.current = gen.number
+        self._out.emit(Spawn(gen.number))
+
+    def _new_generation(self) -> Generation:
         self.last_generation += 1
         lim = self.limits
         gen = Generation(self.last_generation, Watchdog(lim.inference_timeout_s, lim.heartbeat_timeout_s),
                          lim.heartbeat_interval_s, lim.startup_timeout_s)
         self.generations[gen.number] = gen
-        self.current = gen.number
-        self.recycle_pending = None  # this spawn reads the settings in force now
-        self._out.emit(Spawn(gen.number))
+        self.recycle_pending, self.recycle_overlaps = None, None  # this spawn reads the settings in force now
+        return gen
 
-    def _after_end(self, gen: Generation, reason: str) -> None:
+    def _after_end(self, gen: Generation, reason: str, why: str) -> None:
         """A worker is gone: restart it (at once, or after a backoff), or give up."""
+        if gen.number == self.next:
+            self._next_ended(gen, why)  # a recycle that failed, or one superseded
+            self._check_finished()
+            return
         was_current = gen.number == self.current
         if was_current:
-            self.current = None
+            self.current, self.measuring = None, None
         if not was_current or self.stopping:
             self._check_finished()
             return
@@ -286,11 +295,14 @@ class Lifecycle:
         label = RestartReason(reason)  # never a stop's reason: no restart follows a stop
         self._out.emit(CountRestart(label))
         self.machine.change(S.RESTARTING, "recycle" if planned else "worker exited")
+        taker = self.next_generation if self.next_generation and not self.next_generation.kill_reason else None
         self._out.log(
-            "info" if planned else "warning", "worker_restarting", reason=label.value, delay_s=delay,
-            restarts=self.restarts, crashes_in_a_row=self.policy.crashes_in_a_row,
-            crashes_in_window=self.policy.recent_crashes,
+            "info" if planned else "warning", "worker_restarting", reason=label.value,
+            delay_s=0.0 if taker else delay, restarts=self.restarts, crashes_in_a_row=self.policy.crashes_in_a_row,
+            crashes_in_window=self.policy.recent_crashes, next_generation=taker.number if taker else None,
         )
+        if self._take_over_by_next():
+            return
         if delay > 0:
             self._out.set_timer(Timer(TimerKind.BACKOFF), delay)
         else:
@@ -302,22 +314,13 @@ class Lifecycle:
             f"(worker.max_restarts is {self.limits.max_restarts})"
         )
         self.machine.change(S.FAILED, why)
+        self._drop_next()
         self._out.log("error", "worker_failed", why=why)
         self._out.emit(GiveUp(why))
 
     def _check_finished(self) -> None:
         if self.finished and self.state is not S.FAILED:  # FAILED stays: it says why the node goes
             self.machine.change(S.STOPPED, "supervisor stopping")
-
-    def _maybe_recycle(self) -> None:
-        """Recycle now if one is pending and the worker holds no job (else: after it)."""
-        gen = self.worker
-        if self.recycle_pending is None or gen is None or gen.kill_reason is not None:
-            return  # none asked, or between workers: the next spawn reads the settings in force
-        if gen.phase in (Phase.SPAWNING, Phase.BUSY):
-            return  # once it is spawned / once its job is done
-        self.machine.change(S.RESTARTING, f"recycle: {self.recycle_pending}")
-        self._retire(gen, KillReason.RECYCLE, self.limits.stop_grace_s)
 
     def _retire(self, gen: Generation, reason: KillReason, grace_s: float) -> None:
         """Let an idle worker exit by itself (it frees the GPU cleanly); kill it otherwise."""
@@ -357,6 +360,15 @@ class Lifecycle:
 
     def _arm_watchdog(self, gen: Generation) -> None:
         self._out.set_timer(Timer(TimerKind.WATCHDOG, gen.number), gen.watch_in(self._now))
+
+    def _became_ready(self, gen: Generation) -> None:
+        """`gen`, the current worker, serves now: what runs on the node is what it loaded."""
+        assert gen.ready is not None
+        self.last_ready = gen.ready
+        self.machine.change(S.READY, "model loaded")
+        self._out.emit(ReportReady(gen.number, gen.ready))
+        if gen.recycle_asked_at is not None:  # a recycle with overlap, done
+            self._out.emit(CountOverlap(OverlapResult.SWITCHED))
 
     def _set_state_of(self, gen: Generation, new: WorkerState, why: str) -> None:
         if gen.number == self.current:  # only the current worker's state is the node's

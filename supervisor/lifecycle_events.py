@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from ipc.messages import Message
 from supervisor.config import WorkerConfig
 from supervisor.jobs import JobResult
+from supervisor.overlap import GiB, MemoryFigures, OverlapMode, OverlapResult
 from supervisor.reasons import KillReason, RestartReason
 from supervisor.worker_state import WorkerState
 
@@ -37,13 +38,16 @@ class Limits:
     max_restarts: int = 10
     restart_window_s: float = 600.0
     stop_grace_s: float = STOP_GRACE_S
+    overlap: OverlapMode = OverlapMode.AUTO
+    overlap_margin_bytes: int = 2 * GiB
 
     @classmethod
     def of(cls, worker: WorkerConfig) -> Limits:
         return cls(
             worker.startup_timeout_s, worker.inference_timeout_s, worker.heartbeat_interval_s,
             worker.heartbeat_timeout_s, worker.max_backoff_s, worker.healthy_after_s,
-            worker.max_restarts, worker.restart_window_s,
+            worker.max_restarts, worker.restart_window_s, STOP_GRACE_S, OverlapMode(worker.overlap),
+            worker.overlap_margin_bytes,
         )
 
 
@@ -156,6 +160,14 @@ class Reconfigured:
     limits: Limits
 
 
+@dataclass(frozen=True)
+class MemoryMeasured:
+    """The figures MeasureMemory asked for (`auto` overlap decides on them)."""
+
+    gen: int
+    figures: MemoryFigures
+
+
 # --- actions out ----------------------------------------------------------------------
 
 
@@ -247,6 +259,21 @@ class CountRestart:
 
 
 @dataclass(frozen=True)
+class MeasureMemory:
+    """Measure the worker's memory footprint and the free memory beside it (on `device`,
+    the one it reported); report MemoryMeasured."""
+
+    gen: int
+    pid: int
+    device: str
+
+
+@dataclass(frozen=True)
+class CountOverlap:
+    result: OverlapResult
+
+
+@dataclass(frozen=True)
 class GiveUp:
     """A crash loop: the node cannot go on (it drains and exits 3)."""
 
@@ -262,11 +289,11 @@ class Log:
 
 Event = (
     Start | Spawned | SpawnFailed | Received | Undecodable | SendFailed | Exited | TimerFired
-    | JobOffered | CancelAsked | RecycleAsked | AbortAsked | StopAsked | Reconfigured
+    | JobOffered | CancelAsked | RecycleAsked | AbortAsked | StopAsked | Reconfigured | MemoryMeasured
 )
 Action = (
     Spawn | Kill | Send | SendJob | EndJob | ReportProgress | RefuseJob | SetTimer | CancelTimer | ReportState
-    | ReportReady | CountRestart | GiveUp | Log
+    | ReportReady | CountRestart | MeasureMemory | CountOverlap | GiveUp | Log
 )
 
 

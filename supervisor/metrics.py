@@ -19,6 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from supervisor.overlap import OverlapResult
 from supervisor.reasons import RestartReason
 
 # Every metric of the node is named gpu_server_*; defined here only.
@@ -42,6 +43,7 @@ JOB_OUTCOMES = (
     "shutdown",
 )
 RESTART_REASONS = tuple(reason.value for reason in RestartReason)
+OVERLAP_RESULTS = tuple(result.value for result in OverlapResult)
 CALLBACK_RESULTS = ("success", "retry", "failure", "undeliverable")
 EVENT_TYPES = ("job.started", "job.progress")
 # sent: a 2xx; failed: an error or another status; dropped: not sent (the job's previous
@@ -101,6 +103,12 @@ class Metrics:
         self.worker_restarts = Counter(
             f"{PREFIX}_worker_restarts", "Worker restarts by reason", ["reason"], registry=r
         )
+        self.worker_overlap = Counter(
+            f"{PREFIX}_worker_overlap",
+            "Recycles meant to load the next worker beside the current one, by result",
+            ["result"],
+            registry=r,
+        )
         self.build_info = Gauge(
             f"{PREFIX}_build_info",
             "Always 1; the labels say what runs",
@@ -112,6 +120,8 @@ class Metrics:
             self.jobs.labels(outcome)
         for reason in RESTART_REASONS:
             self.worker_restarts.labels(reason)
+        for result in OVERLAP_RESULTS:
+            self.worker_overlap.labels(result)
         for result in CALLBACK_RESULTS:
             self.callback_attempts.labels(result)
         for kind in EVENT_TYPES:

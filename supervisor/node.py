@@ -33,6 +33,7 @@ from supervisor.gpu_collector import GpuCollector
 from supervisor.gpu_selection import GpuRef, worker_gpus
 from supervisor.jobs import JobResult, JobStore
 from supervisor.jobs_api import JobsApi
+from supervisor.memory_probe import MemoryProbe
 from supervisor.metrics import Metrics
 from supervisor.nvml import Nvml
 from supervisor.reasons import KillReason
@@ -66,7 +67,10 @@ class Node:
         self.jobs = JobStore(cfg.jobs.retention_s)
         self.scheduler = Scheduler(cfg.queue.max_pending)
         self.runtime_dir = runtime_dir or make_runtime_dir()
-        self.worker = WorkerSupervisor(loaded, self.metrics, self.runtime_dir)
+        # NVML (started in run()): GPU figures for /metrics and /gpu/status, and the memory
+        # a recycle's overlap decision weighs.
+        self.nvml = Nvml()
+        self.worker = WorkerSupervisor(loaded, self.metrics, self.runtime_dir, probe=MemoryProbe(self.nvml))
         self.worker.on_ready = self._on_worker_ready
         self.worker.on_fatal = self._fatal
         self.worker.on_failed = lambda why: self._stop_requests.put_nowait(WORKER_FAILED)
@@ -95,9 +99,8 @@ class Node:
         )
         self._set_build_info(cfg.model.version or "")
         # The worker process's memory and CPU (psutil), and GPU figures from NVML (for
-        # /metrics and /gpu/status; started in run()), read at scrape time.
+        # /metrics and /gpu/status), read at scrape time.
         self.metrics.registry.register(WorkerProcessCollector(lambda: self.worker.pid))
-        self.nvml = Nvml()
         self.metrics.registry.register(GpuCollector(self.nvml, self.worker_gpus))
         self.app = create_app(self)
 

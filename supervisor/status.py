@@ -53,6 +53,8 @@ def gpu_status_body(node, gpus: Sequence[GpuStats] = ()) -> dict[str, Any]:
             "pid": node.worker.pid,
             "restarts": node.worker.restarts,
             "model_loaded": node.worker.model_loaded,
+            # A recycle with overlap: the worker loading beside this one, {state, pid}, else null.
+            "next": node.worker.next_worker,
         },
         # The running job's last step; null before its first step and between jobs.
         "current_job_progress": progress_body(current.progress if running else None),

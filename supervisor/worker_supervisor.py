@@ -2,7 +2,9 @@
 lifecycle core (`lifecycle.py`), which decides everything else.
 
 Each spawn is a generation with its own ZeroMQ identity, so a message from a dead generation
-is recognised and dropped. Its exit is awaited, so a death is seen at once.
+is recognised and dropped, and two live ones (the current worker and the next, during a
+recycle with overlap) share the socket without mixing their messages. Each exit is awaited,
+so a death is seen at once.
 
 The core is fed one event at a time and its actions are done in order before the next event
 (run to completion): what an action causes (a send that fails) is queued, never nested.
@@ -15,7 +17,7 @@ import secrets
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import zmq
 import zmq.asyncio
@@ -26,14 +28,17 @@ from ipc.messages import Ready, WorkerSpec
 from ipc.transport import endpoint_in
 from supervisor.config import LoadedConfig
 from supervisor.jobs import Job, JobResult
+from supervisor.generation import Phase
 from supervisor.lifecycle import Lifecycle
 from supervisor.lifecycle_events import (
-    STOP_GRACE_S, AbortAsked, Action, CancelAsked, CancelTimer, CountRestart, EndJob, Exited, GiveUp,
-    JobOffered, Kill, Limits, Log, Received, Reconfigured, RecycleAsked, RefuseJob, ReportProgress, ReportReady,
-    ReportState, Send, SendFailed, SendJob, SetTimer, Spawn, SpawnFailed, Spawned, Start, StopAsked, Timer,
-    TimerFired, Undecodable,
+    STOP_GRACE_S, AbortAsked, Action, CancelAsked, CancelTimer, CountOverlap, CountRestart, EndJob, Exited, GiveUp,
+    JobOffered, Kill, Limits, Log, MeasureMemory, MemoryMeasured, Received, Reconfigured, RecycleAsked, RefuseJob,
+    ReportProgress, ReportReady, ReportState, Send, SendFailed, SendJob, SetTimer, Spawn, SpawnFailed, Spawned,
+    Start, StopAsked, Timer, TimerFired, Undecodable,
 )
+from supervisor.memory_probe import MemoryProbe
 from supervisor.metrics import Metrics
+from supervisor.nvml import Nvml
 from supervisor.reasons import KillReason
 from supervisor.tasks import report_bug, watched
 from supervisor.worker_spawn import WORKER_COMMAND, kill_group, spawn, worker_spec
@@ -47,6 +52,14 @@ class WorkerUnavailable(Exception):
     """The worker cannot take a job right now; the job was not handed over."""
 
 
+class Handover(NamedTuple):
+    """A job handed to a worker: how it will end, and which worker runs it."""
+
+    outcome: asyncio.Future  # resolves with the JobResult, also when the worker dies meanwhile
+    pid: int | None
+    model_version: str | None  # from that worker's Ready: what its callback reports
+
+
 class WorkerSupervisor:
     def __init__(
         self,
@@ -55,6 +68,7 @@ class WorkerSupervisor:
         runtime_dir: Path,
         command: Sequence[str] = WORKER_COMMAND,
         clock: Callable[[], float] = time.monotonic,
+        probe: MemoryProbe | None = None,
     ) -> None:
         self.loaded = loaded
         self.config = loaded.config
@@ -62,6 +76,8 @@ class WorkerSupervisor:
         self.metrics = metrics
         self.endpoint = endpoint_in(runtime_dir)
         self.core = Lifecycle(Limits.of(self.config.worker))
+        # Measures memory for `worker.overlap: auto` (NVML for a CUDA worker: the node's).
+        self.probe = probe or MemoryProbe(Nvml())
         self.on_ready: Callable[[Ready], None] | None = None
         # Called when a running job's progress changed (after the job records it).
         self.on_progress: Callable[[Job], None] = lambda job: None
@@ -87,8 +103,8 @@ class WorkerSupervisor:
             Spawn: self._spawn, Kill: self._kill, Send: self._send_message, SendJob: self._send_job,
             EndJob: self._end_job, RefuseJob: self._refuse_job, SetTimer: self._set_timer,
             CancelTimer: self._cancel_timer, ReportState: self._report_state, ReportReady: self._report_ready,
-            CountRestart: self._count_restart, GiveUp: self._give_up, Log: self._log,
-            ReportProgress: self._report_progress,
+            CountRestart: self._count_restart, MeasureMemory: self._measure, CountOverlap: self._count_overlap,
+            GiveUp: self._give_up, Log: self._log, ReportProgress: self._report_progress,
         }
 
     # --- what the rest of the supervisor reads ------------------------------------
@@ -101,6 +117,14 @@ class WorkerSupervisor:
     def pid(self) -> int | None:
         gen = self.core.worker
         return gen.pid if gen is not None else None
+
+    @property
+    def next_worker(self) -> dict[str, Any] | None:
+        """The worker loading to replace the current one (a recycle with overlap), if any."""
+        gen = self.core.next_generation
+        if gen is None or gen.kill_reason is not None:
+            return None  # none, or one being ended: it will never serve
+        return {"state": "ready" if gen.phase is Phase.IDLE else "starting", "pid": gen.pid}
 
     @property
     def model_loaded(self) -> bool:
@@ -150,10 +174,11 @@ class WorkerSupervisor:
         self._feed(AbortAsked(result, why, reason))
 
     def recycle(self, why: str) -> None:
-        """Replace the worker by a fresh one once it is idle (new weights, new settings).
+        """Replace the worker by a fresh one (new weights, new settings), not as a crash.
 
-        A busy worker finishes its job first; jobs that arrive meanwhile wait in the queue.
-        Not a crash: it is restarted at once and not counted against the crash-loop limit.
+        With overlap (`worker.overlap`) the next worker loads while the current one serves,
+        and takes over once ready and the current job is done. Without, the worker is
+        replaced after its job; jobs that arrive meanwhile wait in the queue or get 503.
         """
         self._feed(RecycleAsked(why))
 
@@ -166,17 +191,20 @@ class WorkerSupervisor:
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
-    async def start_job(self, job: Job) -> asyncio.Future:
-        """Hand `job` to the worker. The returned future resolves with how the job ended,
-        also when the worker dies or is aborted meanwhile. Raises WorkerUnavailable when
-        the job could not be handed over (it is then still the caller's)."""
+    async def start_job(self, job: Job) -> Handover:
+        """Hand `job` to the current worker. Raises WorkerUnavailable when the job could not
+        be handed over (it is then still the caller's)."""
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._jobs[job.job_id] = (job, future)
-        refused = [a for a in self._feed(JobOffered(job.job_id)) if isinstance(a, RefuseJob) and a.job_id == job.job_id]
+        done = [a for a in self._feed(JobOffered(job.job_id)) if getattr(a, "job_id", None) == job.job_id]
+        refused = [a for a in done if isinstance(a, RefuseJob)]
         if refused:
             self._jobs.pop(job.job_id, None)
             raise WorkerUnavailable(refused[0].why)
-        return future
+        (sent,) = [a for a in done if isinstance(a, SendJob)]
+        gen = self.core.generations.get(sent.gen)
+        ready = gen.ready if gen is not None else None
+        return Handover(future, gen.pid if gen is not None else None, ready.model_version if ready else None)
 
     async def cancel(self, job_id: str) -> bool:
         """Ask the worker to stop `job_id` at its backend's next step boundary; the job then
@@ -313,6 +341,17 @@ class WorkerSupervisor:
 
     def _count_restart(self, action: CountRestart) -> None:
         self.metrics.worker_restarts.labels(action.reason.value).inc()
+
+    def _measure(self, action: MeasureMemory) -> None:
+        watched(self._measure_memory(action), f"worker-{action.gen}-memory", self.on_fatal)
+
+    async def _measure_memory(self, action: MeasureMemory) -> None:
+        # NVML and /proc block: off the event loop. The worker serves on meanwhile.
+        figures = await asyncio.to_thread(self.probe.measure, action.pid, action.device)
+        self._feed(MemoryMeasured(action.gen, figures))
+
+    def _count_overlap(self, action: CountOverlap) -> None:
+        self.metrics.worker_overlap.labels(action.result.value).inc()
 
     def _give_up(self, action: GiveUp) -> None:
         self.on_failed(action.why)

@@ -7,7 +7,7 @@ from tests.support.prometheus import DEPLOY, promtool, with_authorization
 RULES = DEPLOY / "gpu-server-rules.yml"
 ALERTS = {
     "GpuServerDown", "GpuServerNotReady", "GpuServerWorkerRestartingOften", "GpuServerCallbacksFailing",
-    "GpuServerSpoolGrowing", "GpuServerGpuMemoryNearFull", "GpuServerNvmlDown",
+    "GpuServerSpoolGrowing", "GpuServerGpuMemoryNearFull", "GpuServerNvmlDown", "GpuServerRecycleFailed",
 }
 
 

@@ -28,7 +28,8 @@ async def test_gpu_status_with_the_token(node):
         "node_id", "busy", "current_job_id", "queue_length", "queue_capacity", "worker", "current_job_progress", "gpus",
     }
     assert body["current_job_progress"] is None  # no job runs
-    assert set(body["worker"]) == {"state", "pid", "restarts", "model_loaded"}
+    assert set(body["worker"]) == {"state", "pid", "restarts", "model_loaded", "next"}
+    assert body["worker"]["next"] is None  # no recycle under way
     assert body["worker"]["state"] == "ready" and body["worker"]["model_loaded"] is True
     assert isinstance(body["worker"]["pid"], int)
     assert body["gpus"] == []  # no NVML on a machine without a GPU driver

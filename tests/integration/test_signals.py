@@ -72,8 +72,9 @@ async def test_sighup_applies_live_settings_at_once_and_recycles_for_model_setti
 
 
 async def test_sigusr1_recycles_the_worker_after_its_job_and_is_not_a_crash(tmp_path, receiver, http):
-    # max_restarts 0: a single counted restart would end the node with exit 3.
-    node = NodeProcess(tmp_path, receiver.url, {"worker": {"max_restarts": 0}}).start()
+    # max_restarts 0: a single counted restart would end the node with exit 3. A plain
+    # recycle (overlap never); with overlap: test_recycle_overlap.py.
+    node = NodeProcess(tmp_path, receiver.url, {"worker": {"max_restarts": 0, "overlap": "never"}}).start()
     try:
         pid = node.worker_pid()
         await start_long_job(http, node, "usr1-1")

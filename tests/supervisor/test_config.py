@@ -32,6 +32,7 @@ def test_minimal_file_gets_the_contract_defaults():
     assert config.worker.inference_timeout_s == 600 and config.worker.heartbeat_timeout_s == 30
     assert config.worker.max_restarts == 10 and config.worker.restart_window_s == 600
     assert config.worker.retry_crashed_jobs is False
+    assert config.worker.overlap == "auto" and config.worker.overlap_margin_bytes == 2147483648
     assert config.spool.dir is None and config.spool.max_age_s == 604800
     assert config.spool.retry_initial_s == 30 and config.spool.retry_max_s == 600
     assert config.callback.signing_secret is None
@@ -150,6 +151,13 @@ def test_resolve_path_order():
 def test_a_heartbeat_timeout_not_longer_than_the_interval_is_refused():
     problems = problems_of(MINIMAL + "worker: {heartbeat_interval_s: 5, heartbeat_timeout_s: 5}\n")
     assert any(p.startswith("worker.heartbeat_timeout_s:") for p in problems)
+
+
+def test_overlap_is_auto_always_or_never_and_its_margin_not_negative():
+    assert cfg.parse(MINIMAL + "worker: {overlap: never, overlap_margin_bytes: 0}\n", {}).worker.overlap == "never"
+    problems = problems_of(MINIMAL + "worker: {overlap: sometimes, overlap_margin_bytes: -1}\n")
+    assert any(p.startswith("worker.overlap:") for p in problems), problems
+    assert any(p.startswith("worker.overlap_margin_bytes:") for p in problems), problems
 
 
 def with_secret(secret: str) -> str:

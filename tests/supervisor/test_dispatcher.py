@@ -16,7 +16,7 @@ from supervisor.jobs import Job, JobOptions, JobResult, JobState
 from supervisor.metrics import Metrics
 from supervisor.reasons import KillReason
 from supervisor.scheduler import Scheduler
-from supervisor.worker_supervisor import WorkerUnavailable
+from supervisor.worker_supervisor import Handover, WorkerUnavailable
 
 OK = JobResult(image=b"png", content_type="image/png", inference_ms=12.0)
 CRASHED = JobResult.failure("worker_crashed", "the worker process died during the job: killed by SIGSEGV")
@@ -31,18 +31,20 @@ class PlayedWorker:
         self.aborts: list[tuple[JobResult, KillReason]] = []
         self.running: asyncio.Future | None = None
         self.last_ready: Ready | None = None
+        self.runs_version: str | None = None  # what the worker the job goes to loaded, when not last_ready's
 
     async def wait_ready(self) -> None:
         await self.ready.wait()
 
-    async def start_job(self, job: Job) -> asyncio.Future:
+    async def start_job(self, job: Job) -> Handover:
         if self.refusals:
             self.refusals -= 1
             self.ready.clear()
             raise WorkerUnavailable("the worker could not be reached")
         self.running = asyncio.get_running_loop().create_future()
         self.handed.put_nowait((job, self.running))
-        return self.running
+        version = self.runs_version or (self.last_ready.model_version if self.last_ready else None)
+        return Handover(self.running, 4242, version)
 
     def abort(self, result: JobResult, why: str, reason: KillReason) -> None:
         self.aborts.append((result, reason))
@@ -92,6 +94,17 @@ async def test_a_job_runs_and_ends_once_with_its_callback(setup):
     assert job.state is JobState.SUCCEEDED and callbacks.sent == [job] and scheduler.current is None
     assert dispatcher.metrics.jobs.labels("succeeded")._value.get() == 1
     assert job.person_image is None  # the inputs go once it has ended
+
+
+async def test_a_job_reports_the_version_of_the_worker_that_ran_it_not_the_latest(setup):
+    dispatcher, worker, callbacks, scheduler = setup
+    worker.last_ready = Ready(backend="reference", model_version="v2", device="cpu", load_time_s=0.1)
+    worker.runs_version = "v1"  # handed to the old worker, the new one being ready beside it
+    job = admit(dispatcher, scheduler, "old-worker")
+    _, future = await worker.next_job()
+    future.set_result(OK)
+    await asyncio.wait_for(dispatcher.wait_idle(), 10)
+    assert job.model_version == "v1"
 
 
 async def test_jobs_go_one_at_a_time_in_their_order(setup):

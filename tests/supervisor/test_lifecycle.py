@@ -17,6 +17,7 @@ from supervisor.lifecycle_events import (
     RefuseJob, ReportProgress, ReportReady, ReportState, Send, SendFailed, SendJob, SetTimer, SpawnFailed, Start,
     StopAsked, Timer, TimerKind, Undecodable,
 )
+from supervisor.overlap import OverlapMode
 from supervisor.reasons import KillReason, RestartReason
 from supervisor.worker_state import WorkerState as S
 from tests.support.lifecycle_driver import READY, Driver
@@ -275,11 +276,13 @@ def test_a_new_heartbeat_interval_keeps_the_old_timeout_until_the_next_worker():
     assert d.kills() == [(1, "heartbeat")]
 
 
-# --- recycling ---------------------------------------------------------------------------
+# --- recycling, plain (worker.overlap: never; with overlap: test_lifecycle_recycle.py) ------
+
+NEVER = OverlapMode.NEVER
 
 
 def test_a_recycle_of_an_idle_worker_asks_it_to_exit_and_restarts_at_once_uncounted():
-    d = Driver(max_restarts=0).start()  # a single counted restart would give up
+    d = Driver(max_restarts=0, overlap=NEVER).start()  # a single counted restart would give up
     d.feed(RecycleAsked("SIGUSR1"))
     assert d.core.state is S.RESTARTING and d.of(Send)[-1] == Send(1, Shutdown())
     d.exit(1, 0)  # it exited by itself
@@ -293,7 +296,7 @@ def test_a_recycle_of_an_idle_worker_asks_it_to_exit_and_restarts_at_once_uncoun
 
 
 def test_a_recycle_waits_for_the_running_job():
-    d = Driver().start()
+    d = Driver(overlap=NEVER).start()
     d.feed(JobOffered("j1"))
     d.feed(RecycleAsked("config reloaded"))
     assert d.core.state is S.BUSY and not d.of(Send)
@@ -304,7 +307,7 @@ def test_a_recycle_waits_for_the_running_job():
 
 
 def test_a_recycled_worker_that_does_not_exit_is_killed_after_the_grace():
-    d = Driver(stop_grace_s=5).start()
+    d = Driver(stop_grace_s=5, overlap=NEVER).start()
     d.feed(RecycleAsked("SIGUSR1"))
     d.advance(5.1)
     assert d.kills() == [(1, "recycle")] and d.logs("worker_stop_timeout")
@@ -528,7 +531,7 @@ HOW = {
 
 @pytest.mark.parametrize("reason", [r for r in KillReason if r is not KillReason.START_TIMEOUT])
 def test_every_kill_is_logged_with_its_reason_never_as_a_possible_oom(reason):
-    d = Driver(inference_timeout_s=10, heartbeat_timeout_s=30).start()
+    d = Driver(inference_timeout_s=10, heartbeat_timeout_s=30, overlap=OverlapMode.NEVER).start()
     HOW[reason](d)
     assert d.kills()[0] == (1, reason.value)
     d.exit(1, SIGKILL)

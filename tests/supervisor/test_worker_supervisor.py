@@ -64,7 +64,7 @@ async def test_an_undecodable_result_fails_the_job_and_restarts_the_worker(super
     worker = await supervisor_for("garbage_result")
     await asyncio.wait_for(worker.wait_ready(), 30)
     first_pid = worker.pid
-    result = await asyncio.wait_for(await worker.start_job(job()), 30)
+    result = await asyncio.wait_for((await worker.start_job(job())).outcome, 30)
     assert result.error_code == "backend_error"
     assert "could not be handled" in result.error_message
     await asyncio.wait_for(worker.wait_ready(), 30)  # a new worker took its place
@@ -75,7 +75,7 @@ async def test_an_undecodable_result_fails_the_job_and_restarts_the_worker(super
 async def test_a_worker_exiting_mid_job_fails_it_with_worker_crashed(supervisor_for):
     worker = await supervisor_for("exit_during_job")
     await asyncio.wait_for(worker.wait_ready(), 30)
-    result = await asyncio.wait_for(await worker.start_job(job()), 30)
+    result = await asyncio.wait_for((await worker.start_job(job())).outcome, 30)
     assert result.error_code == "worker_crashed"
     assert "status 3" in result.error_message
 
@@ -83,7 +83,7 @@ async def test_a_worker_exiting_mid_job_fails_it_with_worker_crashed(supervisor_
 async def test_a_result_for_another_job_is_ignored(supervisor_for):
     worker = await supervisor_for("wrong_job_id")
     await asyncio.wait_for(worker.wait_ready(), 30)
-    result = await asyncio.wait_for(await worker.start_job(job("mine")), 30)
+    result = await asyncio.wait_for((await worker.start_job(job("mine"))).outcome, 30)
     assert result.ok and result.image == b"png"
     assert worker.state is WorkerState.READY
 

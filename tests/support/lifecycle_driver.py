@@ -8,9 +8,10 @@ from typing import Any
 from ipc.messages import PROTOCOL_VERSION, Heartbeat, Hello, JobFailed, JobSucceeded, Ready, StartupFailed
 from supervisor.lifecycle import Lifecycle
 from supervisor.lifecycle_events import (
-    CancelTimer, EndJob, Exited, JobOffered, Kill, Limits, Log, Received, ReportState, SetTimer, Spawn,
-    Spawned, Start, Timer, TimerFired,
+    CancelTimer, EndJob, Exited, JobOffered, Kill, Limits, Log, MemoryMeasured, Received, ReportState, SetTimer,
+    Spawn, Spawned, Start, Timer, TimerFired,
 )
+from supervisor.overlap import MemoryFigures
 
 READY = Ready(backend="reference", model_version="reference-1", device="cpu", load_time_s=0.5)
 
@@ -59,13 +60,17 @@ class Driver:
         self.pids[gen] = 1000 + gen
         return self.feed(Spawned(gen, 1000 + gen, f"w{gen}-test"))
 
-    def bring_up(self, gen: int, load_s: float = 0.5) -> None:
+    def bring_up(self, gen: int, load_s: float = 0.5, ready: Ready = READY) -> None:
         """Spawn asked for `gen` -> its process -> hello -> (load) -> ready."""
+        self.load(gen)
+        self.advance(load_s)
+        self.message(gen, ready)
+
+    def load(self, gen: int) -> None:
+        """Spawn asked for `gen` -> its process -> hello: it loads its model now."""
         assert Spawn(gen) in self.actions, f"generation {gen} was never asked for"
         self.spawned(gen)
         self.message(gen, Hello(protocol=PROTOCOL_VERSION, worker_id=f"w{gen}-test", pid=self.pids[gen]))
-        self.advance(load_s)
-        self.message(gen, READY)
 
     def start(self) -> Driver:
         self.feed(Start())
@@ -85,6 +90,10 @@ class Driver:
 
     def exit(self, gen: int, returncode: int) -> list:
         return self.feed(Exited(gen, returncode))
+
+    def measured(self, gen: int, footprint: int | None, free: int | None, error: str | None = None) -> list:
+        """The shell's answer to MeasureMemory (RAM figures, as for a CPU worker)."""
+        return self.feed(MemoryMeasured(gen, MemoryFigures("ram", footprint, free, "test", error)))
 
     def heartbeat(self, gen: int) -> list:
         return self.message(gen, Heartbeat())
