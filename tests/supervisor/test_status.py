@@ -40,7 +40,7 @@ def test_gpu_status_lists_gpus_in_the_documented_shape():
     gpu = GpuStats(1, "NVIDIA H100", "GPU-1", 0.5, 2**30, 80 * 2**30, 50.0, None)
     assert gpu_status_body(node)["gpus"] == []
     (body,) = gpu_status_body(node, [gpu])["gpus"]
-    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml").read_text())
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "supervisor" / "openapi.yaml").read_text())
     item = spec["components"]["schemas"]["GpuStatus"]["properties"]["gpus"]["items"]
     assert set(body) == set(item["required"]) == set(item["properties"])
     assert body["index"] == 1 and body["uuid"] == "GPU-1" and body["power_watts"] is None
