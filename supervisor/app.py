@@ -59,7 +59,8 @@ class JsonErrorHandler(ErrorHandler):
             headers = {str(k): str(v) for k, v in (exception.headers or {}).items()}
             if code == 405 and "Allow" not in headers:
                 headers["Allow"] = ", ".join(_allowed_methods(request))  # Sanic omits it on a dynamic path
-            error = ApiError(code, STATUS_CODES.get(code, "http_error"), str(exception) or "request refused", headers=headers)
+            message = str(exception) or "request refused"
+            error = ApiError(code, STATUS_CODES.get(code, "http_error"), message, headers=headers)
             return error_response(error, node.config.node_id)
         events.exception("internal_error", route=route_label(request), method=request.method)
         error = ApiError(500, "internal_error", "the node failed to answer this request; see its logs")

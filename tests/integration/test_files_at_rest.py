@@ -43,7 +43,9 @@ async def test_spool_files_are_0600_in_0700_folders(tmp_path, receiver, http):
 def test_runtime_folders_of_a_killed_node_are_removed_at_the_next_start(tmp_path, receiver):
     runtime_parent = tmp_path / "xdg"
     runtime_parent.mkdir()
-    env = {"XDG_RUNTIME_DIR": str(runtime_parent)}
+    # Both places a node looks (its own runtime folder, and leftovers in the temp dir) are
+    # this test's: leftovers of other runs on the machine are not its business.
+    env = {"XDG_RUNTIME_DIR": str(runtime_parent), "TMPDIR": str(runtime_parent)}
     (tmp_path / "first").mkdir()
     (tmp_path / "second").mkdir()
     first = NodeProcess(tmp_path / "first", receiver.url, env=env).start()

@@ -120,7 +120,8 @@ async def test_auth_header_given_twice_is_401_whatever_the_values(node, http, se
 
 @pytest.mark.parametrize("width, height", [(36_000_000, 1), (16384, 2), (3, 16384)])
 async def test_a_side_over_images_max_side_is_422(node, http, width, height):
-    status, _, body = await submit(http, node.base_url, tryon_form("wide", person_image=images.png_claiming(width, height)))
+    form = tryon_form("wide", person_image=images.png_claiming(width, height))
+    status, _, body = await submit(http, node.base_url, form)
     assert_error(status, body, 422, "validation_failed")
     assert [d["field"] for d in body["details"]] == ["person_image"]
     assert "16383" in body["details"][0]["message"]
@@ -128,7 +129,8 @@ async def test_a_side_over_images_max_side_is_422(node, http, width, height):
 
 async def test_a_side_of_exactly_images_max_side_is_accepted(node, http, receiver):
     # Only a header: admitted, then the worker's full decode finds no pixel data.
-    status, _, body = await submit(http, node.base_url, tryon_form("side-16383", person_image=images.png_claiming(16383, 2)))
+    form = tryon_form("side-16383", person_image=images.png_claiming(16383, 2))
+    status, _, body = await submit(http, node.base_url, form)
     assert status == 202, body
     (callback,) = await receiver.await_callback("side-16383")
     assert callback.fields["error_code"] == "invalid_input"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import json
 import time
 from typing import NamedTuple
 
@@ -49,12 +50,14 @@ def node(tmp_path_factory, receiver):
 
 # --- what the fuzzer draws from -------------------------------------------------------
 
-PERSON = {"jpeg": images.person(96, 128, "JPEG"), "png": images.person(96, 128, "PNG"), "webp": images.person(96, 128, "WEBP")}
+PERSON = {fmt: images.person(96, 128, fmt.upper()) for fmt in ("jpeg", "png", "webp")}
 GARMENT = images.garment(64, 80)
 REQUIRED = ("job_id", "user_id", "session_id", "provider", "person_image", "garment_image")
 NAMES = (*REQUIRED, "config", "", "Job_ID", "person_image\x00", "config[]", "x" * 300)
 
 job_ids = itertools.count()
+# What a mutation does to the valid form; replacing a value is the likeliest.
+ACTIONS = ("drop", "repeat", "replace", "replace", "replace", "add", "shuffle", "rename", "headers")
 
 
 @st.composite
@@ -83,10 +86,6 @@ def image_bytes(draw) -> bytes:
     return base
 
 
-def encoded_text(text: str, encoding: str) -> bytes:
-    return text.encode(encoding, "surrogatepass") if encoding != "raw" else text.encode("utf-8", "surrogatepass")
-
-
 @st.composite
 def text_bytes(draw) -> bytes:
     kind = draw(st.sampled_from(["id", "text", "binary", "config", "deep"]))
@@ -103,8 +102,6 @@ def text_bytes(draw) -> bytes:
                 max_size=5,
             )
         )
-        import json
-
         return json.dumps(config, allow_nan=True).encode()
     if kind == "deep":
         depth = draw(st.integers(1, 3000))
@@ -122,7 +119,8 @@ def valid_parts() -> list[Part]:
     return [
         Part("job_id", job_id.encode()), Part("user_id", b"user-1"), Part("session_id", b"session-1"),
         Part("provider", b"qwen"), Part("config", b'{"steps": 1}'),
-        Part("person_image", PERSON["jpeg"], "p.jpg", "image/jpeg"), Part("garment_image", GARMENT, "g.png", "image/png"),
+        Part("person_image", PERSON["jpeg"], "p.jpg", "image/jpeg"),
+        Part("garment_image", GARMENT, "g.png", "image/png"),
     ]
 
 
@@ -130,7 +128,7 @@ def valid_parts() -> list[Part]:
 def forms(draw) -> list[Part]:
     parts = valid_parts()
     for _ in range(draw(st.integers(0, 3))):
-        action = draw(st.sampled_from(["drop", "repeat", "replace", "replace", "replace", "add", "shuffle", "rename", "headers"]))
+        action = draw(st.sampled_from(ACTIONS))
         if action == "drop" and parts:
             parts.pop(draw(st.integers(0, len(parts) - 1)))
         elif action == "repeat" and parts:
@@ -142,12 +140,14 @@ def forms(draw) -> list[Part]:
             parts[index] = part._replace(value=value)
         elif action == "add":
             name = draw(st.one_of(st.sampled_from(NAMES), st.text(max_size=20)))
-            parts.append(Part(name, draw(st.one_of(text_bytes(), image_bytes())), draw(st.one_of(st.none(), st.text(max_size=20)))))
+            value = draw(st.one_of(text_bytes(), image_bytes()))
+            parts.append(Part(name, value, draw(st.one_of(st.none(), st.text(max_size=20)))))
         elif action == "shuffle":
             parts = draw(st.permutations(parts))
         elif action == "rename" and parts:
             index = draw(st.integers(0, len(parts) - 1))
-            parts[index] = parts[index]._replace(name=draw(st.one_of(st.none(), st.sampled_from(NAMES), st.text(max_size=10))))
+            name = draw(st.one_of(st.none(), st.sampled_from(NAMES), st.text(max_size=10)))
+            parts[index] = parts[index]._replace(name=name)
         elif action == "headers" and parts:
             index = draw(st.integers(0, len(parts) - 1))
             extra = draw(st.sampled_from([

@@ -58,9 +58,12 @@ def test_the_served_schema_is_the_packaged_one(node):
 
 def test_answers_about_real_jobs_conform(node, schema, receiver):
     base = node.base_url
-    post = lambda job_id, **kw: requests.post(f"{base}/tryon", headers=AUTH, files=files(job_id, **kw), timeout=30)  # noqa: E731
 
-    accepted = conforms(schema, "/tryon", "POST", post("oa-long", person=images.LONG_JOB_PERSON, config=LONG_JOB_CONFIG), 202)
+    def post(job_id: str, **kw) -> requests.Response:
+        return requests.post(f"{base}/tryon", headers=AUTH, files=files(job_id, **kw), timeout=30)
+
+    long_job = post("oa-long", person=images.LONG_JOB_PERSON, config=LONG_JOB_CONFIG)
+    accepted = conforms(schema, "/tryon", "POST", long_job, 202)
     assert accepted["job_id"] == "oa-long"
     node.wait_event("inference_started", job_id="oa-long")
     busy = post("oa-busy")
@@ -95,9 +98,8 @@ def test_answers_of_the_open_routes_conform(node, schema):
 
 
 def test_callbacks_conform_to_the_webhook(node, receiver):
-    code, body = node.get("/health")  # the node of this module, its callbacks to the receiver
-    assert code == 200, body
-    response = requests.post(f"{node.base_url}/tryon", headers=AUTH, files=files("oa-ok", config={"steps": 1}), timeout=30)
+    form = files("oa-ok", config={"steps": 1})
+    response = requests.post(f"{node.base_url}/tryon", headers=AUTH, files=form, timeout=30)
     assert response.status_code == 202, response.text
     spec = openapi.schema()
     webhook = spec["webhooks"]["callback"]["post"]

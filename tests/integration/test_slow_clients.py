@@ -137,7 +137,8 @@ async def test_a_kept_alive_connection_idle_past_the_header_deadline_still_serve
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GRACE_S)
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    lines = head.split(b"\r\n")
+    length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length"))
     return int(head.split()[1]), await asyncio.wait_for(reader.readexactly(length), GRACE_S)
 
 

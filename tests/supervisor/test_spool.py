@@ -146,8 +146,8 @@ def test_entries_are_0600_in_0700_folders_whatever_the_umask(tmp_path):
         (tmp_path / "spool").mkdir(mode=0o755)  # as an older version made it
         spool = Spool(tmp_path / "spool")
         spool.open()
-        name = spool.write(record(), b"body")
-        spool.dead_letter(spool.write(record("job-2", "msg_2"), b"body"))
+        name = put(spool, record(), b"body")
+        spool.dead_letter(put(spool, record("job-2", "msg_2"), b"body"))
     finally:
         os.umask(old_umask)
     for folder in (spool.root, spool.tmp, spool.dead, spool.quarantine_dir):

@@ -43,6 +43,7 @@ class RssWatch:
 
     def report(self) -> str:
         return (
-            f"start {self.start / MiB:.1f} MiB, peak {self.peak / MiB:.1f} MiB (+{(self.peak - self.start) / MiB:.1f}), "
+            f"start {self.start / MiB:.1f} MiB, "
+            f"peak {self.peak / MiB:.1f} MiB (+{(self.peak - self.start) / MiB:.1f}), "
             f"end {self.end / MiB:.1f} MiB (+{(self.end - self.start) / MiB:.1f})"
         )
