@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from sanic import Request, Sanic
-from sanic.exceptions import PayloadTooLarge, SanicException
+from sanic.exceptions import PayloadTooLarge, RequestCancelled, SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse
 
@@ -47,12 +47,17 @@ class JsonErrorHandler(ErrorHandler):
         node: Node = request.app.ctx.node
         if isinstance(exception, ApiError):
             return error_response(exception, node.config.node_id)
-        if isinstance(exception, asyncio.CancelledError):
-            # Sanic's RequestCancelled: the client went away mid-request. Nothing can be
-            # answered, nothing went wrong here: not an error, not a 5xx, not counted.
+        if isinstance(exception, RequestCancelled):
+            # The client went away mid-request. Nothing can be answered, nothing went wrong
+            # here: not an error, not a 5xx, not counted.
             request.ctx.aborted = True
-            events.info("request_aborted", route=route_label(request), method=request.method)
+            _log_abort(request, "the client went away")
             return HTTPResponse(status=499)  # never sent: the connection is gone
+        if isinstance(exception, asyncio.CancelledError):
+            # Cancelled by the node itself: it is stopping.
+            _log_abort(request, "the node is stopping")
+            error = ApiError(503, "not_ready", "the node is stopping", headers={"Retry-After": "60"})
+            return error_response(error, node.config.node_id)
         if isinstance(exception, SanicException):
             code = exception.status_code
             # Sanic's own headers go along: `Allow` on a 405 (RFC 9110), say.
@@ -191,6 +196,10 @@ def declare_http1_only(app: Sanic, port: int) -> None:
     from sanic.http.constants import HTTP
 
     app.state.server_info.append(ApplicationServerInfo(settings={"version": HTTP.VERSION_1, "port": port}))
+
+
+def _log_abort(request: Request, why: str) -> None:
+    events.info("request_aborted", route=route_label(request), method=request.method, why=why)
 
 
 def _allowed_methods(request: Request) -> list[str]:

@@ -14,13 +14,17 @@ after a few bytes, holds a connection for as long as it likes, and a stalled bod
   connection that sent nothing gets none), and the connection is closed.
 
 Between requests, a kept-alive connection may stay idle for Sanic's KEEP_ALIVE_TIMEOUT;
-while a response is under way, Sanic's RESPONSE_TIMEOUT applies as before.
+while a response is under way, Sanic's RESPONSE_TIMEOUT applies as before. When the node
+stops, `close_connections` ends what is left (a stalled upload must not hold the process
+until its body deadline).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from time import monotonic
+from typing import Collection
 
 from sanic.exceptions import RequestTimeout, ServiceUnavailable
 from sanic.http import Http, Stage
@@ -34,6 +38,9 @@ events = EventLog("supervisor.http")
 # deadline that starts between two checks is enforced this late at most.
 CHECKS_PER_DEADLINE = 10
 MIN_CHECK_S = 0.05
+# At stop, requests under way get this long to finish, then this long again to take their
+# 503, before their connections are cut.
+STOP_GRACE_S = 1.0
 
 
 class DeadlineHttp(Http):
@@ -127,6 +134,16 @@ class DeadlineProtocol(HttpProtocol):
         except Exception:
             error_logger.exception("protocol.check_timeouts")
 
+    def interrupt(self, exception: Exception) -> None:
+        """End the request under way with `exception` as its answer (where one can still
+        be sent), then close: as a deadline does, but now."""
+        http = self._http
+        if not self._task or http is None or http.stage not in (Stage.REQUEST, Stage.HANDLER):
+            return
+        http.exception = exception
+        http.request_body = None
+        self._cancel()
+
     def _expire(self, phase: str, limit_s: float) -> None:
         http = self._http
         request = http.request
@@ -152,3 +169,28 @@ class DeadlineProtocol(HttpProtocol):
             self._task.cancel("Cancel connection task with a timeout")
         else:
             self._task.cancel()
+
+
+async def close_connections(connections: Collection[HttpProtocol], grace_s: float = STOP_GRACE_S) -> None:
+    """At stop, after the listening socket closed (Sanic's own runner does the like; a
+    server made with `create_server` is left to do it): idle connections are closed at once;
+    requests under way get `grace_s` to finish, then a 503 `not_ready` (a stalled upload, a
+    dribbling client), and `grace_s` more; whatever is left is cut."""
+    for connection in list(connections):
+        connection.close_if_idle()
+    await _until_closed(connections, grace_s)
+    stopping = ServiceUnavailable("the node is stopping", headers={"Retry-After": "60"})
+    for connection in list(connections):
+        if isinstance(connection, DeadlineProtocol):
+            connection.interrupt(stopping)
+    await _until_closed(connections, grace_s)
+    for connection in list(connections):
+        # Only after the interrupt: an abort that lands while Sanic still reads a head
+        # trips over its missing request (an AttributeError logged as an error).
+        connection.abort()
+
+
+async def _until_closed(connections: Collection[HttpProtocol], timeout_s: float) -> None:
+    deadline = monotonic() + timeout_s
+    while connections and monotonic() < deadline:
+        await asyncio.sleep(MIN_CHECK_S)

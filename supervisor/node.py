@@ -31,7 +31,7 @@ from supervisor.dispatcher import Dispatcher
 from supervisor.events import EventSender
 from supervisor.gpu_collector import GpuCollector
 from supervisor.gpu_selection import GpuRef, worker_gpus
-from supervisor.http_deadlines import DeadlineProtocol
+from supervisor.http_deadlines import DeadlineProtocol, close_connections
 from supervisor.jobs import JobResult, JobStore
 from supervisor.jobs_api import JobsApi
 from supervisor.memory_probe import MemoryProbe
@@ -174,6 +174,7 @@ class Node:
             await self.job_events.close()
             server.close()
             await server.wait_closed()
+            await close_connections(server.connections)
             remove_runtime_dir(self.runtime_dir)
             self.nvml.close()
             events.info("node_stopped")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 
 import pytest
@@ -37,9 +38,9 @@ class Slow:
     """One slow connection: when its deadline started (on our side, so never later than
     the node's clock), what it got back, and when the node closed it."""
 
-    def __init__(self, name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, since: float) -> None:
         self.name, self.reader, self.writer = name, reader, writer
-        self.deadline_from = time.monotonic()
+        self.deadline_from = since
         self.answer = b""
         self.closed_at: float | None = None
 
@@ -58,8 +59,9 @@ class Slow:
 
 
 async def open_slow(node, name: str) -> Slow:
+    since = time.monotonic()  # before the connection exists: never later than the node's clock
     reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
-    return Slow(name, reader, writer)
+    return Slow(name, reader, writer, since)
 
 
 async def dribble(slow: Slow) -> None:
@@ -78,13 +80,13 @@ async def test_slow_clients_are_cut_off_by_their_deadlines_while_a_normal_client
     idle = [await open_slow(node, f"idle-{i}") for i in range(IDLE_CONNECTIONS)]
     dribbler = await open_slow(node, "dribbler")
     stalled = await open_slow(node, "stalled-body")
+    stalled.deadline_from = time.monotonic()  # the body's clock starts once the head is in
     stalled.writer.write(
         f"POST /tryon HTTP/1.1\r\nHost: n\r\nX-Internal-Auth: {TOKEN}\r\n"
         "Content-Type: multipart/form-data; boundary=abc\r\nContent-Length: 100000\r\n\r\n".encode()
         + b"--abc\r\n" + b"x" * 1000  # then nothing: a body shorter than its Content-Length
     )
     await stalled.writer.drain()
-    stalled.deadline_from = time.monotonic()  # the body's clock starts once the head is in
     slow = [*idle, dribbler, stalled]
     closers = [asyncio.ensure_future(s.wait_closed()) for s in slow]
     dribbling = asyncio.ensure_future(dribble(dribbler))
@@ -151,3 +153,32 @@ def tryon_statuses(node) -> set[str]:
         for s in family.samples
         if s.name.endswith("_total") and s.labels["route"] == "/tryon"
     }
+
+
+def test_slow_clients_do_not_hold_the_node_when_it_stops(tmp_path, receiver):
+    """Deadlines of a minute; SIGTERM: the node exits long before them, cutting the
+    stalled upload, the dribbler and the idle connection."""
+    node = NodeProcess(tmp_path, receiver.url, {"server": {"header_timeout_s": 60, "body_timeout_s": 60}}).start()
+
+    async def hold_and_stop() -> list[Slow]:
+        slow = [await open_slow(node, name) for name in ("idle", "dribbler", "stalled-body")]
+        idle, dribbler, stalled = slow
+        dribbler.writer.write(b"GET /health HTTP/1.1\r\nHost: n\r\nX-Pad: aaa")
+        stalled.writer.write(
+            f"POST /tryon HTTP/1.1\r\nHost: n\r\nX-Internal-Auth: {TOKEN}\r\n"
+            "Content-Type: multipart/form-data; boundary=abc\r\nContent-Length: 100000\r\n\r\n--abc\r\n".encode()
+        )
+        await asyncio.gather(dribbler.writer.drain(), stalled.writer.drain())
+        await asyncio.to_thread(node.wait_event, "request_received", 30.0, content_length=100000)
+        node.signal(signal.SIGTERM)
+        exit_code = await asyncio.to_thread(node.wait_exit, 30)
+        assert exit_code == 0, node.tail()
+        await asyncio.wait_for(asyncio.gather(*(s.wait_closed() for s in slow)), 10)
+        return slow
+
+    idle, dribbler, stalled = asyncio.run(hold_and_stop())
+    assert idle.answer == b""
+    for s in (dribbler, stalled):  # an answer where one can be sent: the node is stopping
+        status, body = s.json_answer()
+        assert status == 503 and body["error"] == "not_ready", (s.name, body)
+    assert not [e for e in node.events() if e["level"] == "ERROR"]
