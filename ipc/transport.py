@@ -41,7 +41,7 @@ def make_runtime_dir(base: str | None = None) -> Path:
         if parent is not None and not os.path.isdir(parent):
             continue
         path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent))
-        if len(str(path / "worker.sock")) <= MAX_IPC_PATH:
+        if len(str(path / SOCKET_NAME)) <= MAX_IPC_PATH:
             os.chmod(path, 0o700)
             return path
         shutil.rmtree(path, ignore_errors=True)

@@ -24,7 +24,7 @@ import os
 import struct
 import time
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple
+from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 import msgspec
 
@@ -279,11 +279,15 @@ def _restrict(folder: Path) -> None:
         events.warning("spool_folder_mode_kept", dir=str(folder), error=str(exc), wanted=oct(FOLDER_MODE))
 
 
-def _create(path: Path):
+def _create(path: Path) -> BinaryIO:
     """A new file open for writing, readable by this user only (whatever the umask)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    os.fchmod(fd, FILE_MODE)  # an existing file keeps its old mode through O_CREAT
-    return os.fdopen(fd, "wb")
+    try:
+        os.fchmod(fd, FILE_MODE)  # an existing file keeps its old mode through O_CREAT
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _fsync_dir(folder: Path) -> None:
