@@ -86,7 +86,7 @@ def test_gpu_status_shows_the_next_worker_of_a_recycle_in_the_documented_shape()
     )
     worker = gpu_status_body(node)["worker"]
     assert worker["state"] == "ready" and worker["next"] == {"state": "starting", "pid": 43}
-    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml").read_text())
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "supervisor" / "openapi.yaml").read_text())
     schema = spec["components"]["schemas"]["GpuStatus"]["properties"]["worker"]
     assert set(worker) == set(schema["required"]) == set(schema["properties"])
     shape = schema["properties"]["next"]["oneOf"][1]
