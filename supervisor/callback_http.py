@@ -18,6 +18,7 @@ from supervisor.retry_policy import is_retryable, parse_retry_after
 
 # Who is calling, on every attempt (not aiohttp's own "Python/3.x aiohttp/3.x").
 USER_AGENT = f"gpu-server/{__version__}"
+# Of an answer's body, at most this much is read (and discarded).
 ANSWER_READ_BYTES = 64 * 1024
 events = EventLog("supervisor.callback")
 
@@ -45,7 +46,7 @@ async def post(
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
         async with session.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False) as response:
-            await read_answer(response)
+            await read_at_most(response, ANSWER_READ_BYTES)
             code = response.status
             retry_after = None
             if code in (429, 503):
@@ -60,9 +61,9 @@ async def post(
         return Attempt(None, None, f"{type(exc).__name__}: {exc}")
 
 
-async def read_answer(response: aiohttp.ClientResponse, limit: int = ANSWER_READ_BYTES) -> int:
-    """Read at most `limit` bytes of an answer's body, and discard them; the bytes read.
-    A longer body is left unread and its connection closed rather than reused."""
+async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> int:
+    """Read and discard at most `limit` bytes of an answer (callbacks and job events); a
+    longer one is left unread and its connection closed rather than reused. The bytes read."""
     read = 0
     while read < limit:
         chunk = await response.content.read(limit - read)
