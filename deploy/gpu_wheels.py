@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}=={version}")
         print(f"# host: {', '.join(sorted(the_plan.host))}\n# unused: {', '.join(sorted(the_plan.unused))}")
         return 0
+    args.dest = args.dest.resolve()  # pip runs in other folders
     size = build(args.dest, target, [sys.executable, "-m", "pip"])
     count = len(list(args.dest.glob("*.whl")))
     print(f"{args.dest}: {count} wheels, {size / 2**20:.1f} MiB (limit {MAX_BYTES / 2**20:.0f} MiB)")
