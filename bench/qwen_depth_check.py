@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import qwen_weights  # noqa: E402
-from bench.qwen_weights import FULL, Shrink, Tensor  # noqa: E402
+from bench.qwen_shrink import FULL, Shrink, shrink_text_encoder  # noqa: E402
+from bench.qwen_weights import Tensor  # noqa: E402
 
 ONE = Shrink(diffusion_blocks=1, text_layers=1, vision_blocks=1)
 
@@ -118,9 +119,9 @@ def check_text(torch, seed: int) -> bool:
     import comfy.ops
     import comfy.text_encoders.llama as llama
 
-    qwen_weights.shrink_text_encoder(FULL)
+    shrink_text_encoder(FULL)
     full = qwen_weights.text_encoder_tensors(torch, FULL)
-    qwen_weights.shrink_text_encoder(ONE)
+    shrink_text_encoder(ONE)
     model = llama.Qwen25_7BVLI({}, torch.float32, "cpu", comfy.ops.disable_weight_init)
     embedding = values(next(t for t in full if t.name == "model.embed_tokens.weight"), seed, torch)
     tokens = torch.randint(0, embedding.shape[0], (1, 150), generator=torch.Generator().manual_seed(seed))
@@ -142,9 +143,9 @@ def check_vision(torch, seed: int) -> bool:
     import comfy.ops
     from comfy.text_encoders import qwen_vl
 
-    qwen_weights.shrink_text_encoder(FULL)
+    shrink_text_encoder(FULL)
     full = qwen_weights.text_encoder_tensors(torch, FULL)
-    qwen_weights.shrink_text_encoder(ONE)
+    shrink_text_encoder(ONE)
     visual = qwen_vl.Qwen2VLVisionTransformer(hidden_size=1280, output_hidden_size=3584, device="cpu",
                                               dtype=torch.float32, ops=comfy.ops.disable_weight_init)
     visual.fullatt_block_indexes = [7, 15, 23, 31]  # the published tower's, at full depth

@@ -79,19 +79,22 @@ class ProductionNode(CheckedNode):
 
 
 class GpuWatch:
-    """NVML, sampled every 50 ms in a thread: the device's used memory and the worker's own."""
+    """NVML, sampled every 50 ms in a thread: the device's used memory and the worker's own.
 
-    def __init__(self, device: str) -> None:
-        import pynvml
+    In a container NVML may list host process ids, so the worker is not found: then the
+    device's figure stands in for the worker's (`worker_source` says which)."""
 
-        self.nvml = pynvml
-        pynvml.nvmlInit()
+    def __init__(self, device: str, lib=None) -> None:
+        if lib is None:
+            import pynvml as lib
+        self.nvml = lib
+        lib.nvmlInit()
         refs = worker_gpus(device, os.environ.get("CUDA_VISIBLE_DEVICES"))
         ref = refs[0] if refs else 0
-        self.handle = (pynvml.nvmlDeviceGetHandleByUUID(ref) if isinstance(ref, str)
-                       else pynvml.nvmlDeviceGetHandleByIndex(ref))
-        self.name = pynvml.nvmlDeviceGetName(self.handle)
+        self.handle = lib.nvmlDeviceGetHandleByUUID(ref) if isinstance(ref, str) else lib.nvmlDeviceGetHandleByIndex(ref)
+        self.name = lib.nvmlDeviceGetName(self.handle)
         self.worker_pid: int | None = None
+        self.worker_source = "worker process"
         self.peak_device = self.peak_worker = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nvml", daemon=True)
@@ -103,7 +106,13 @@ class GpuWatch:
         for proc in self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle):
             if proc.pid == self.worker_pid:
                 return int(proc.usedGpuMemory or 0)
-        return 0
+        self.worker_source = "device (the worker's pid is not in NVML's list)"
+        return self.device_used()
+
+    def sample(self) -> None:
+        self.peak_device = max(self.peak_device, self.device_used())
+        if self.worker_pid is not None:
+            self.peak_worker = max(self.peak_worker, self.worker_used())
 
     def start(self) -> GpuWatch:
         self._thread.start()
@@ -111,9 +120,7 @@ class GpuWatch:
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
-            self.peak_device = max(self.peak_device, self.device_used())
-            if self.worker_pid is not None:
-                self.peak_worker = max(self.peak_worker, self.worker_used())
+            self.sample()
 
     def stop(self) -> None:
         self._stop.set()
@@ -137,8 +144,10 @@ def peak_rss(pid: int) -> int | None:
 
 
 def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+    """The q-quantile (0.5, 0.9), interpolated between the samples."""
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
 async def run_jobs(node: ProductionNode, receiver: CallbackReceiver, count: int, seed: int,
@@ -230,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     watch = GpuWatch(device).start() if not args.dry_run else None
     baseline = watch.device_used() if watch else None
     receiver = CallbackReceiver().start()
-    node = None
+    node, worker_pid = None, None
     try:
         models = args.models_dir
         if models is None and args.dry_run:
@@ -283,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         checks.check("every output is a decodable, non-blank image", all(image_is_noise(j["image"]) for j in jobs))
         if watch:
             rows.append(("peak GPU memory, device (NVML)", f"{watch.peak_device / MiB:.0f} MiB ({watch.name})"))
-            rows.append(("peak GPU memory, worker process (NVML)", f"{watch.peak_worker / MiB:.0f} MiB"))
+            rows.append((f"peak GPU memory, {watch.worker_source} (NVML)", f"{watch.peak_worker / MiB:.0f} MiB"))
             spread = max(vram_after) - min(vram_after)
             checks.check("worker GPU memory flat across the jobs", spread <= FLAT_TOLERANCE,
                          f"after each job {min(vram_after) / MiB:.0f}..{max(vram_after) / MiB:.0f} MiB")
@@ -299,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         code = node.stop() if node is not None and node.process is not None else None
         receiver.stop()
-        gone = node is None or node.process is None or not psutil.pid_exists(node.process.pid)
+        ours = [node.process.pid] if node is not None and node.process is not None else []
+        gone = not [pid for pid in ours + [worker_pid] if pid is not None and psutil.pid_exists(pid)]
         leftovers = sorted(p.name for p in (work / "tmp").iterdir()) if (work / "tmp").is_dir() else []
         shutil.rmtree(work, ignore_errors=True)
         checks.check("node stopped cleanly, worker gone", code == 0 and gone, f"exit status {code}")

@@ -16,7 +16,7 @@ Where names and shapes come from: ComfyUI's own model classes, built on the `met
   (`scaled_fp8` marker, every Linear weight fp8 with its `scale_weight`), i.e. Qwen2.5-VL 7B
   and its vision tower; its depth is fixed in the engine's code (`Qwen25_7BVLI_Config`,
   `Qwen2VLVisionTransformer`), so a shrunk file needs the same shrink applied to the engine
-  that loads it (`shrink_text_encoder`, used by the test backend);
+  that loads it (bench/qwen_shrink.py, used by the test backend);
 - VAE: the engine's Wan 2.1 VAE class with the configuration `comfy.sd.VAE` uses for it;
 - LoRA: rank LORA_RANK `lora_down`/`lora_up`/`alpha` on the attention and MLP Linears of
   every block, under the block names (`transformer_blocks.N.attn.to_q`) that the engine's
@@ -35,14 +35,13 @@ weights fp8 e4m3fn scaled (`scale_weight` float32 per Linear, and the `scaled_fp
 the loader detects; norms and `model.norm.weight`, whose dtype the loader reads as the
 encoder's dtype, bf16); everything else (biases, norms, embeddings, VAE, LoRA) bf16.
 
-Importable without torch (the tests use `Shrink`, `CI`, `FULL`, `model_files`,
-`ensure_weights`); the engine is imported only to build the classes or to shrink it.
+Importable without torch (the tests use `model_files` and `ensure_weights`); the engine is
+imported only to build its classes.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -58,6 +57,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script
+
+from bench.qwen_shrink import FULL, SIZES, Shrink, shrink_text_encoder  # noqa: E402
 WORKFLOW = REPO / "conf" / "workflows" / "qwen_image_edit_tryon.json"
 # Bump when what is written changes: cached files of another version are written again.
 FORMAT_VERSION = 1
@@ -74,27 +76,6 @@ LOADERS = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Shrink:
-    """How far the model is cut down. FULL is the published model."""
-
-    diffusion_blocks: int = 60  # written into the file: the engine reads the depth from it
-    text_layers: int = 28  # fixed in the engine's code: the engine must be shrunk too
-    vision_blocks: int = 32  # idem; the last kept block always uses full attention
-    # The working resolution divided by this, in each direction: the engine's ~1 MP
-    # preset list (FluxKontextImageScale) and the Qwen encoder's fixed 1024x1024 (reference
-    # latents) and 384x384 (vision tower) totals. Not part of the files.
-    resolution_divisor: int = 1
-
-    def as_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
-
-FULL = Shrink()
-# What CI runs on 2 CPU cores: one diffusion block, one language layer, two vision blocks
-# (the first windowed, the second full attention), 1/8 of the resolution each way.
-CI = Shrink(diffusion_blocks=1, text_layers=1, vision_blocks=2, resolution_divisor=8)
-SIZES = {"full": FULL, "ci": CI}
 
 
 def model_files(workflow_path: Path = WORKFLOW) -> dict[str, tuple[str, str]]:
@@ -142,77 +123,6 @@ def import_engine(root: Path) -> Any:
     return torch
 
 
-def shrink_text_encoder(shrink: Shrink) -> None:
-    """Cut the engine's Qwen2.5-VL to `shrink`'s depth in this process (FULL puts it back).
-
-    Its depth is fixed in code: the language model's `Qwen25_7BVLI_Config` and the vision
-    tower's `Qwen2VLVisionTransformer` defaults. Both are looked up by name when the model
-    is built, so subclasses with other defaults take their place. The vision tower uses
-    windowed attention except in blocks 7, 15, 23 and 31; the kept blocks keep those that
-    exist, and the last kept block always attends fully, so both kinds run.
-    """
-    import comfy.text_encoders.llama as llama
-    from comfy.text_encoders import qwen_vl
-
-    base_config = getattr(llama, "_gpu_server_full_config", llama.Qwen25_7BVLI_Config)
-    base_vision = getattr(qwen_vl, "_gpu_server_full_vision", qwen_vl.Qwen2VLVisionTransformer)
-    llama._gpu_server_full_config = base_config
-    qwen_vl._gpu_server_full_vision = base_vision
-    if (shrink.text_layers, shrink.vision_blocks) == (FULL.text_layers, FULL.vision_blocks):
-        llama.Qwen25_7BVLI_Config, qwen_vl.Qwen2VLVisionTransformer = base_config, base_vision
-        return
-
-    @dataclasses.dataclass
-    class ShrunkConfig(base_config):  # type: ignore[valid-type, misc]
-        num_hidden_layers: int = shrink.text_layers
-
-    class ShrunkVision(base_vision):  # type: ignore[valid-type, misc]
-        def __init__(self, *args, **kwargs):
-            kwargs.setdefault("num_layers", shrink.vision_blocks)
-            super().__init__(*args, **kwargs)
-            last = len(self.blocks) - 1
-            self.fullatt_block_indexes = sorted({i for i in self.fullatt_block_indexes if i < last} | {last})
-
-    llama.Qwen25_7BVLI_Config = ShrunkConfig
-    qwen_vl.Qwen2VLVisionTransformer = ShrunkVision
-
-
-class _ScaledSqrt:
-    """`math` for one node module, whose `sqrt` also divides the result: the Qwen encode
-    node sizes its images as sqrt(fixed total / image area), so this divides each side."""
-
-    def __init__(self, divisor: int) -> None:
-        self.divisor = divisor
-
-    def sqrt(self, value: float) -> float:
-        return math.sqrt(value) / self.divisor
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(math, name)
-
-
-def shrink_working_resolution(divisor: int, node_types: dict[str, type]) -> None:
-    """Divide the workflow's working resolution by `divisor` each way, in this process.
-
-    FluxKontextImageScale picks the nearest of its ~1 MP presets (a module list, scaled
-    here to multiples of 16); TextEncodeQwenImageEditPlus scales every image to fixed
-    totals, 1024x1024 for the reference latents and 384x384 for the vision tower (its
-    module's `math.sqrt` divides them). Everything after that follows the image sizes.
-    """
-    if divisor == 1:
-        return
-    flux = sys.modules[node_types["FluxKontextImageScale"].__module__]
-    qwen = sys.modules[node_types["TextEncodeQwenImageEditPlus"].__module__]
-    presets = getattr(flux, "_gpu_server_full_presets", list(flux.PREFERED_KONTEXT_RESOLUTIONS))
-    flux._gpu_server_full_presets = presets
-    flux.PREFERED_KONTEXT_RESOLUTIONS[:] = scaled_presets(presets, divisor)
-    qwen.math = _ScaledSqrt(divisor)
-
-
-def scaled_presets(presets: list[tuple[int, int]], divisor: int) -> list[tuple[int, int]]:
-    return [(max(16, round(w / divisor / 16) * 16), max(16, round(h / divisor / 16) * 16)) for w, h in presets]
-
-
 # --- what each file holds -----------------------------------------------------------------
 
 
@@ -228,7 +138,7 @@ def _fan_in(shape: tuple[int, ...]) -> int:
     return max(1, math.prod(shape[1:]))
 
 
-def module_tensors(module, torch, *, fp8_linear: bool, scaled: bool, prefix: str = "") -> list[Tensor]:
+def module_tensors(module, torch, *, fp8_linear: bool, scaled: bool) -> list[Tensor]:
     """Every parameter of `module` (built on meta), with the file dtype and initialisation
     chosen by the kind of module that owns it."""
     nn = torch.nn
@@ -236,7 +146,7 @@ def module_tensors(module, torch, *, fp8_linear: bool, scaled: bool, prefix: str
     out = []
     for path, owner in module.named_modules():
         for pname, param in owner.named_parameters(recurse=False):
-            name = prefix + (f"{path}.{pname}" if path else pname)
+            name = f"{path}.{pname}" if path else pname
             shape = tuple(param.shape)
             linear = isinstance(owner, nn.Linear)
             if pname == "weight" and isinstance(owner, weighted):

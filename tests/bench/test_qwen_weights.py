@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from bench import qwen_weights
-from bench.qwen_weights import CI, FULL, Tensor, module_tensors, scaled_presets, tensor_chunks, write_safetensors
+from bench.qwen_shrink import CI, FULL
+from bench.qwen_weights import Tensor, module_tensors, tensor_chunks, write_safetensors
 from tests.support.comfyui import require_root
 from tests.support.node import REPO
 
@@ -81,19 +82,10 @@ def test_an_unknown_parameter_kind_is_refused_rather_than_guessed():
         module_tensors(Odd(), torch, fp8_linear=False, scaled=False)
 
 
-def test_shrunk_presets_stay_multiples_of_16():
-    assert scaled_presets([(1024, 1024), (672, 1568), (880, 1184)], 8) == [(128, 128), (80, 192), (112, 144)]
-    assert all(w % 16 == 0 and h % 16 == 0 for w, h in scaled_presets([(16, 16), (688, 1504)], 64))
-
-
 def test_full_size_matches_the_published_files_layout():
     """Derived from the engine's classes on meta (a child process: the engine's imports
     stay out of pytest's): the published sizes and the text encoder's scaled-fp8 layout."""
-    require_root()
-    result = subprocess.run([sys.executable, "bench/qwen_weights.py", "--plan", "--size", "full"],
-                            cwd=REPO, capture_output=True, text=True, timeout=170)
-    assert result.returncode == 0, result.stderr[-3000:]
-    plan = json.loads(result.stdout)
+    plan = plan_of("full")
     gb = {role: round(file["bytes"] / 1e9, 2) for role, file in plan.items()}
     assert gb == {"diffusion_model": 20.44, "text_encoder": 8.29, "vae": 0.25, "lora": 0.85}
     diffusion, te, lora = plan["diffusion_model"], plan["text_encoder"], plan["lora"]
@@ -111,6 +103,21 @@ def test_full_size_matches_the_published_files_layout():
     assert "transformer_blocks.59.attn.to_q.lora_down.weight" in lora["names"]
 
 
-def test_the_ci_shrink_is_small():
-    assert (CI.diffusion_blocks, CI.text_layers, CI.vision_blocks, CI.resolution_divisor) == (1, 1, 2, 8)
+def plan_of(size: str) -> dict:
+    require_root()
+    result = subprocess.run([sys.executable, "bench/qwen_weights.py", "--plan", "--size", size],
+                            cwd=REPO, capture_output=True, text=True, timeout=170)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def test_the_ci_files_hold_the_shrunk_depths_and_everything_else_at_full_size():
+    plan = plan_of("ci")
+    blocks = {n.split(".")[1] for n in plan["diffusion_model"]["names"] if n.startswith("transformer_blocks.")}
+    assert blocks == {"0"}
+    te = plan["text_encoder"]["names"]
+    assert {n.split(".")[2] for n in te if n.startswith("model.layers.")} == {"0"}
+    assert {n.split(".")[2] for n in te if n.startswith("visual.blocks.")} == {"0", "1"}
+    assert "model.embed_tokens.weight" in te  # the whole vocabulary
+    assert plan["vae"]["bytes"] == 253785062  # as at full size
     assert qwen_weights.cache_key(CI, 0) != qwen_weights.cache_key(CI, 1) != qwen_weights.cache_key(FULL, 0)
