@@ -13,7 +13,7 @@ import aiohttp
 import numpy
 import pytest
 
-from bench.qwen_weights import CI
+from bench.qwen_shrink import CI
 from tests.support import images
 from tests.support.client import submit, tryon_form
 from tests.support.comfyui import require_root

@@ -10,7 +10,7 @@ before the production settings are parsed):
 
 When the engine has started, before the workflow is checked or run, it
 - shrinks the engine's text encoder (language layers, vision blocks: fixed in code) and
-  the working resolution to `shrink` (bench/qwen_weights.py; the diffusion model's depth
+  the working resolution to `shrink` (bench/qwen_shrink.py; the diffusion model's depth
   comes from the weight files, written with the same shrink);
 - with `fp8_diffusion_storage`, keeps the diffusion model's weights in fp8 on the CPU too
   (the engine's `--fp8_e4m3fn-unet`), so the fp8 path and the LoRA merge into fp8 weights
@@ -43,8 +43,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from bench import qwen_weights
-from bench.qwen_weights import Shrink
+from bench import qwen_shrink, qwen_weights
+from bench.qwen_shrink import CI, Shrink
 from gpu_worker.engine import BackendContext, JobInputs, JobOutput
 from ipc.jsonlog import EventLog
 from tests.support.comfyui import TestComfyUIBackend
@@ -76,7 +76,7 @@ CALLS = {
 }
 
 
-def ensure_test_weights(shrink: Shrink = qwen_weights.CI, seed: int = 0) -> Path:
+def ensure_test_weights(shrink: Shrink = CI, seed: int = 0) -> Path:
     """A models_dir with the random-weight files for `shrink`, cached under .venv/."""
     return qwen_weights.ensure_weights(WEIGHTS_CACHE, shrink, seed)
 
@@ -93,7 +93,7 @@ def production_comfyui() -> dict:
     return settings
 
 
-def qwen_settings(root: Path, models_dir: Path, shrink: Shrink = qwen_weights.CI, **overrides: Any) -> dict:
+def qwen_settings(root: Path, models_dir: Path, shrink: Shrink = CI, **overrides: Any) -> dict:
     """`model.custom` for QwenTestBackend: production's `model.comfyui` (workflow, mapping,
     warm-up) on the test engine and the random-weight files, shrunk to `shrink`."""
     settings = production_comfyui()
@@ -114,7 +114,7 @@ def kontext_presets(root: Path) -> list[tuple[int, int]]:
 def expected_output_size(root: Path, person_size: tuple[int, int], divisor: int) -> tuple[int, int]:
     """The workflow's output size for a person image: the preset nearest its aspect ratio
     (the graph samples at the person's scaled size), at the shrunk resolution."""
-    presets = qwen_weights.scaled_presets(kontext_presets(root), divisor) if divisor > 1 else kontext_presets(root)
+    presets = qwen_shrink.scaled_presets(kontext_presets(root), divisor) if divisor > 1 else kontext_presets(root)
     aspect = person_size[0] / person_size[1]
     _, width, height = min((abs(aspect - w / h), w, h) for w, h in presets)
     return width, height
@@ -176,8 +176,8 @@ class QwenTestBackend(TestComfyUIBackend):
         import comfy.utils
         from comfy.cli_args import args
 
-        qwen_weights.shrink_text_encoder(self.shrink)
-        qwen_weights.shrink_working_resolution(self.shrink.resolution_divisor, self.runtime.node_types)
+        qwen_shrink.shrink_text_encoder(self.shrink)
+        qwen_shrink.shrink_working_resolution(self.shrink.resolution_divisor, self.runtime.node_types)
         if self.fp8_diffusion_storage:
             args.fp8_e4m3fn_unet = True  # read when the diffusion model loads
         self.calls.install()
