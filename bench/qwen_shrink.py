@@ -15,6 +15,7 @@ import math
 import sys
 from typing import Any
 
+
 @dataclasses.dataclass(frozen=True)
 class Shrink:
     """How far the model is cut down. FULL is the published model."""
@@ -36,6 +37,7 @@ FULL = Shrink()
 # (the first windowed, the second full attention), 1/8 of the resolution each way.
 CI = Shrink(diffusion_blocks=1, text_layers=1, vision_blocks=2, resolution_divisor=8)
 SIZES = {"full": FULL, "ci": CI}
+
 
 def shrink_text_encoder(shrink: Shrink) -> None:
     """Cut the engine's Qwen2.5-VL to `shrink`'s depth in this process (FULL puts it back).
