@@ -82,9 +82,8 @@ def ensure_test_weights(shrink: Shrink = CI, seed: int = 0) -> Path:
 
 
 def production_comfyui() -> dict:
-    """`model.comfyui` of conf/config.production.yaml, as the supervisor reads it (its
-    relative paths are relative to conf/: start the node with `config_dir` there, or make
-    them absolute)."""
+    """`model.comfyui` of conf/config.production.yaml as the supervisor reads it, with the
+    workflow's path made absolute (it is relative to conf/)."""
     from supervisor import config as config_module
 
     loaded = config_module.load(PRODUCTION_CONFIG, environ=PRODUCTION_ENVIRON)
