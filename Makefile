@@ -10,7 +10,7 @@ DEPS := setup.cfg pyproject.toml constraints.txt
 
 install: $(VENV)/.installed-runtime
 install-dev: $(VENV)/.installed-dev
-tools: $(VENV)/.installed-tools
+tools: $(VENV)/.installed-tools $(VENV)/.installed-node-tools
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,13 +38,24 @@ $(VENV)/.installed-comfyui: $(VENV)/.installed-dev tests/requirements-comfyui.tx
 # are refreshed first. A failure stops the build.
 TOOLS := $(VENV)/tools
 $(VENV)/.installed-tools: | $(VENV)/bin/python
-	rm -rf $(TOOLS) && mkdir -p $(TOOLS)/deb
+	rm -rf $(TOOLS)/deb $(TOOLS)/prometheus && mkdir -p $(TOOLS)/deb
 	cd $(TOOLS)/deb && { apt-get download prometheus || \
 		{ [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download prometheus; }; } || { \
 		echo "make tools: 'apt-get download prometheus' failed; the apt lists may need 'apt-get update' (as root)" >&2; exit 1; }
 	dpkg-deb -x $(TOOLS)/deb/prometheus_*.deb $(TOOLS)/prometheus
 	rm -rf $(TOOLS)/deb
 	$(TOOLS)/prometheus/usr/bin/promtool --version
+	touch $@
+
+# The prometheus-operator's PodMonitor schema, for the deploy/k8s tests: npm packages, the
+# whole tree pinned in tests/deploy/podmonitor/package.json (no lock file), into
+# $(VENV)/tools/podmonitor/, once. kubectl and systemd-analyze come with the machine.
+NODE_TOOLS := $(TOOLS)/podmonitor
+$(VENV)/.installed-node-tools: tests/deploy/podmonitor/package.json | $(VENV)/bin/python
+	command -v npm >/dev/null || { echo "make tools: npm (Node.js) is needed for the deploy/k8s tests" >&2; exit 1; }
+	rm -rf $(NODE_TOOLS) && mkdir -p $(NODE_TOOLS)
+	cp tests/deploy/podmonitor/package.json $(NODE_TOOLS)/
+	cd $(NODE_TOOLS) && npm install --no-package-lock --no-audit --no-fund --loglevel=error
 	touch $@
 
 run: install
@@ -58,6 +69,7 @@ test: install-dev tools $(VENV)/.installed-comfyui
 
 bench: install-dev
 	$(BIN)/python bench/bench_tryon.py
+	$(BIN)/python bench/recycle_overlap.py
 
 # Wheels for an offline GPU host (Python 3.12, x86-64, with its own CUDA torch and torchvision):
 # the project and every other dependency of the node, ComfyUI's engine and bench/qwen_gpu.py,

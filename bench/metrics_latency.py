@@ -29,6 +29,7 @@ from prometheus_client import generate_latest  # noqa: E402
 from supervisor.gpu_collector import GpuCollector  # noqa: E402
 from supervisor.metrics import Metrics  # noqa: E402
 from supervisor.nvml import Nvml  # noqa: E402
+from supervisor.worker_collector import WorkerProcessCollector  # noqa: E402
 from tests.support.fake_nvml import FakeGpu, FakeNvml  # noqa: E402
 from tests.support.node import NodeProcess  # noqa: E402
 from tests.support.receiver import CallbackReceiver  # noqa: E402
@@ -59,6 +60,7 @@ def node_like_metrics() -> Metrics:
     """A registry as a node has it after some traffic: every route, status and outcome seen."""
     metrics = Metrics()
     metrics.bind_state(lambda: False, lambda: 0, os.getpid, lambda: True)
+    metrics.registry.register(WorkerProcessCollector(os.getpid))
     metrics.set_build_info("0.1.0", "abc1234", "reference", "reference-1")
     for route in ("/tryon", "/gpu/status", "/jobs/{job_id}", "/health", "/health/live", "/version", "/metrics"):
         for status in (200, 202, 401, 409, 422, 429, 503):

@@ -1,7 +1,8 @@
 """A local stand-in for the Asset Service: receives callbacks, keeps the last ones.
 
-`python examples/asset_service.py --port 8090` runs it alone; `make demo` starts it itself.
-It checks the callback token and answers 200; the received images are saved to --out.
+`python examples/asset_service.py --port 8090` runs it alone on http://127.0.0.1:8090/callback
+(`--url URL` for another host or path); `make demo` starts its own. It checks the callback
+token when given one and answers 200; the received images are saved to --out.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+DEFAULT_URL = "http://127.0.0.1:8090/callback"  # callback.url of conf/config.yaml
 Received = dict  # {"fields": {...}, "image": bytes | None, "content_type": str | None}
 
 
@@ -48,10 +50,13 @@ async def start(url: str, token: str | None, on_callback: Callable[[Received], N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", default="http://127.0.0.1:8090/callback")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--port", type=int, help="listen on http://127.0.0.1:PORT/callback")
+    where.add_argument("--url", help=f"listen on this URL's host, port and path (default: {DEFAULT_URL})")
     parser.add_argument("--token", default=None, help="expected X-Internal-Auth (default: accept any)")
     parser.add_argument("--out", default="examples/output", help="where received images go")
     args = parser.parse_args()
+    url = f"http://127.0.0.1:{args.port}/callback" if args.port is not None else args.url or DEFAULT_URL
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -63,8 +68,8 @@ def main() -> None:
             (out / f"{fields.get('job_id', 'job')}.{suffix}").write_bytes(received["image"])
 
     async def serve() -> None:
-        await start(args.url, args.token, save)
-        print(f"Asset Service stand-in listening on {args.url}", flush=True)
+        await start(url, args.token, save)
+        print(f"Asset Service stand-in listening on {url}", flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(serve())

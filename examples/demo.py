@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -24,6 +26,21 @@ from examples import asset_service, samples  # noqa: E402
 from supervisor import config as config_module  # noqa: E402
 
 OUTPUT = REPO / "examples" / "output"
+
+
+def stand_in_failed(url: str, exc: OSError) -> str:
+    """Why the stand-in could not listen, and what to do about it."""
+    message = f"cannot start the Asset Service stand-in on {url}: {exc.strerror or exc}"
+    if exc.errno == errno.EADDRINUSE:
+        port = urlsplit(url).port
+        message += (
+            f"\nSomething already listens on port {port}: most likely a stand-in started by hand "
+            f"(python examples/asset_service.py) or an earlier `make demo` still running. The demo "
+            f"needs its own stand-in to see the callback: stop that process (`lsof -i :{port}` or "
+            f"`ss -ltnp 'sport = :{port}'` shows it), or set callback.url to a free port, then run "
+            "`make demo` again."
+        )
+    return message
 
 
 async def node_answers(session: aiohttp.ClientSession, base: str, path: str) -> int | None:
@@ -62,7 +79,7 @@ async def demo(config_path: Path, steps: int | None, output_format: str | None) 
     try:
         runner = await asset_service.start(cfg.callback.url, cfg.callback.token, on_callback)
     except OSError as exc:
-        raise SystemExit(f"cannot start the Asset Service stand-in on {cfg.callback.url}: {exc}")
+        raise SystemExit(stand_in_failed(cfg.callback.url, exc))
     print(f"Asset Service stand-in on {cfg.callback.url}")
 
     node = None

@@ -21,18 +21,17 @@ import time
 
 import zmq
 
+from gpu_worker import wire
 from gpu_worker.engine import BackendContext, Engine, JobInputs
 from gpu_worker.stdio import capture_stdout
 from ipc import codec, jsonlog
+from ipc.exit_codes import WorkerExit
 from ipc.messages import (
     PROTOCOL_VERSION,
     SPEC_ENV,
     CancelJob,
     Heartbeat,
     Hello,
-    JobFailed,
-    JobSucceeded,
-    Ready,
     RunJob,
     Shutdown,
     StartupFailed,
@@ -42,10 +41,6 @@ from ipc.messages import (
 
 events = jsonlog.EventLog("gpu_worker")
 RESULTS_ENDPOINT = "inproc://results"
-EXIT_INTERNAL_ERROR = 1
-EXIT_BAD_SPEC = 2
-EXIT_LOAD_FAILED = 4
-EXIT_PARENT_GONE = 5
 PR_SET_PDEATHSIG = 1
 
 
@@ -55,14 +50,14 @@ def main() -> None:
     except (KeyError, ValueError) as exc:
         print(f"gpu_worker: no valid {SPEC_ENV} in the environment ({exc}); "
               "the worker is started by `gpu-server serve`", file=sys.stderr)
-        sys.exit(EXIT_BAD_SPEC)
+        sys.exit(WorkerExit.BAD_SPEC)
     jsonlog.setup(spec.node_id, "gpu_worker", spec.log_level, capture_stdout())
     _die_with_parent(spec.parent_pid)
     try:
         code = WorkerProcess(spec).run()
     except Exception:
         events.exception("worker_internal_error")
-        code = EXIT_INTERNAL_ERROR
+        code = WorkerExit.INTERNAL_ERROR
     logging.shutdown()
     # os._exit: no waiting on a job thread stuck in a kernel, no slow interpreter teardown.
     os._exit(code)
@@ -76,7 +71,7 @@ def _die_with_parent(parent_pid: int) -> None:
     except (OSError, AttributeError):
         pass  # not Linux: the I/O loop's getppid() check still catches it
     if os.getppid() != parent_pid:  # died before prctl took effect
-        os._exit(EXIT_PARENT_GONE)
+        os._exit(WorkerExit.PARENT_GONE)
 
 
 class WorkerProcess:
@@ -109,19 +104,9 @@ class WorkerProcess:
             events.exception("worker_load_failed", backend=spec.backend)
             self.send(StartupFailed(reason=type(exc).__name__, message=str(exc)))
             self.close()
-            return EXIT_LOAD_FAILED
-        info = engine.info
-        self.send(
-            Ready(
-                backend=info.backend,
-                model_version=info.model_version,
-                device=info.device,
-                load_time_s=engine.load_time_s,
-                torch_version=info.torch_version,
-                comfyui_version=info.comfyui_version,
-            )
-        )
-        events.info("worker_ready", load_time_s=round(engine.load_time_s, 3), **info._asdict())
+            return WorkerExit.LOAD_FAILED
+        self.send(wire.ready(engine))
+        events.info("worker_ready", load_time_s=round(engine.load_time_s, 3), **engine.info._asdict())
         thread = threading.Thread(target=self._job_thread, args=(engine,), name="job", daemon=True)
         thread.start()
         code = self._io_loop()
@@ -152,12 +137,12 @@ class WorkerProcess:
         while True:
             now = time.monotonic()
             if now >= next_beat:
-                self.send(Heartbeat(busy=self.current_job is not None, job_id=self.current_job))
+                self.send(Heartbeat())
                 next_beat = now + interval
             ready = dict(poller.poll(max(0.0, next_beat - now) * 1000))
             if os.getppid() != self.spec.parent_pid:
                 events.error("worker_parent_gone", parent_pid=self.spec.parent_pid)
-                return EXIT_PARENT_GONE
+                return WorkerExit.PARENT_GONE
             if self.results in ready:
                 # Forward the job thread's result as it is: no decode, no copy.
                 self.sock.send_multipart(self.results.recv_multipart(copy=False), copy=False)
@@ -165,7 +150,7 @@ class WorkerProcess:
             if self.sock in ready and not self._receive():
                 events.info("worker_stopping", busy=self.current_job is not None)
                 self.cancel_event.set()
-                return 0
+                return WorkerExit.STOPPED
 
     def _receive(self) -> bool:
         """Handle one message from the supervisor; False when told to shut down.
@@ -185,21 +170,12 @@ class WorkerProcess:
         if isinstance(message, RunJob):
             if self.current_job is not None:
                 # The supervisor sends one job at a time; refuse rather than queue silently.
-                self.send(JobFailed(job_id=message.job_id, error_code="backend_error",
-                                    message=f"worker busy with {self.current_job}"))
+                busy = f"worker busy with {self.current_job}"
+                self.sock.send_multipart(wire.failure_frames(message.job_id, "backend_error", busy))
                 return
             self.current_job = message.job_id
             self.cancel_event = threading.Event()
-            inputs = JobInputs(
-                job_id=message.job_id,
-                person_image=codec.frame_bytes(blobs[0]),
-                garment_image=codec.frame_bytes(blobs[1]),
-                seed=message.seed,
-                output_format=message.output_format,
-                steps=message.steps,
-                prompt=message.prompt,
-            )
-            self.jobs.put((inputs, self.cancel_event))
+            self.jobs.put((wire.job_inputs(message, blobs), self.cancel_event))
         elif isinstance(message, CancelJob):
             if message.job_id == self.current_job:
                 self.cancel_event.set()
@@ -229,20 +205,11 @@ class WorkerProcess:
                     decode_ms=round(out.decode_ms, 1), encode_ms=round(out.encode_ms, 1),
                     width=out.width, height=out.height, bytes=len(out.image),
                 )
-                return codec.encode(
-                    JobSucceeded(
-                        job_id=inputs.job_id, content_type=out.content_type, width=out.width,
-                        height=out.height, inference_ms=out.inference_ms, decode_ms=out.decode_ms,
-                        encode_ms=out.encode_ms,
-                    ),
-                    out.image,
-                )
-            error = outcome.error
-            assert error is not None
-            events.warning("inference_failed", job_id=inputs.job_id, error_code=error.code, error=error.message)
-            return codec.encode(JobFailed(job_id=inputs.job_id, error_code=error.code, message=error.message))
+            else:
+                error = outcome.error
+                assert error is not None
+                events.warning("inference_failed", job_id=inputs.job_id, error_code=error.code, error=error.message)
+            return wire.outcome_frames(inputs.job_id, outcome)
         except Exception as exc:  # a bug here must not leave the job without an end
             events.exception("worker_internal_error", job_id=inputs.job_id)
-            return codec.encode(
-                JobFailed(job_id=inputs.job_id, error_code="backend_error", message=f"worker error: {exc}")
-            )
+            return wire.failure_frames(inputs.job_id, "backend_error", f"worker error: {exc}")

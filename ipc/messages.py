@@ -12,8 +12,8 @@ from typing import ClassVar, Union
 import msgspec
 
 # Bumped whenever a message changes shape. The worker sends it in Hello and the
-# supervisor refuses a worker that speaks another version.
-PROTOCOL_VERSION = 1
+# supervisor refuses a worker that speaks another version. (2: Heartbeat carries nothing.)
+PROTOCOL_VERSION = 2
 
 
 class Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=True):
@@ -46,8 +46,7 @@ class StartupFailed(Message, tag="startup_failed"):
 
 
 class Heartbeat(Message, tag="heartbeat"):
-    busy: bool
-    job_id: str | None = None
+    """Proof of life from the worker's I/O thread; its arrival is all the supervisor reads."""
 
 
 class JobSucceeded(Message, tag="result"):

@@ -156,6 +156,16 @@ def create_app(node: Node) -> Sanic:
     return app
 
 
+def declare_http1_only(app: Sanic, port: int) -> None:
+    """Before `server.startup()`: Sanic sets an empty `alt-svc` header on every answer
+    unless it knows at start-up that the server speaks HTTP/1 only (its start-up rewrite
+    then drops the header). `create_server` does not tell it; this does."""
+    from sanic.application.state import ApplicationServerInfo
+    from sanic.http.constants import HTTP
+
+    app.state.server_info.append(ApplicationServerInfo(settings={"version": HTTP.VERSION_1, "port": port}))
+
+
 def _content_length(request: Request) -> int | None:
     value = request.headers.get("content-length")
     # Sanic already refused a malformed Content-Length with 400.

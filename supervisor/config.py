@@ -1,8 +1,9 @@
 """The node's configuration: one YAML file, `${VAR}` expansion, typed validation.
 
-Validation is msgspec's, section by section, so one bad file reports a problem in every
-section that has one (msgspec itself stops at the first problem inside a section).
-Every problem carries its key path: `server.port: Expected int >= 1, got 0`.
+The structs below are the schema: a key is one line in its section (its type, limits and
+default). `config_check` walks a file along them and reports every problem at once, each
+with its key path and line: `server.port: Expected `int` >= 1 (line 7)`; rules between
+keys are the functions in RULES.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import msgspec
 import yaml
 from msgspec import Meta, field
 
-from supervisor import signing
+from supervisor import config_check, signing
+from supervisor.config_check import Problem
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 DEFAULT_PATH = "conf/config.yaml"
 PATH_ENV = "GPU_SERVER_CONFIG"
 
@@ -79,6 +82,11 @@ class WorkerConfig(Section):
     restart_window_s: Seconds = 600.0
     # A job whose worker crashed runs once more on the new worker instead of failing.
     retry_crashed_jobs: bool = False
+    # A recycle (HUP, USR1) loads the next worker beside the current one, which serves
+    # meanwhile: `auto` where the measured free memory allows, `always`, or `never`.
+    overlap: Literal["auto", "always", "never"] = "auto"
+    # `auto` overlaps when free memory exceeds the current worker's footprint plus this.
+    overlap_margin_bytes: Annotated[int, Meta(ge=0)] = 2 * GiB
 
 
 class ReferenceModelConfig(Section):
@@ -160,15 +168,37 @@ class LoadedConfig(msgspec.Struct, frozen=True):
 
 
 class ConfigError(Exception):
-    """One or more problems, each as `key.path: what is wrong`."""
+    """One or more problems, each as `key.path: what is wrong (line N)`."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+    def __init__(self, problems: list[str] | list[Problem], view: Any = None) -> None:
+        # What the file holds, readable where valid (config_check.PartialView), for
+        # check-config's further checks; None when the file could not be parsed.
+        self.view = view
+        self.details = [p if isinstance(p, Problem) else Problem("", p) for p in problems]
+        self.problems = [str(p) if isinstance(p, Problem) else p for p in problems]
+        super().__init__("\n".join(self.problems))
 
 
 def resolve_path(cli_path: str | None, environ: Mapping[str, str] = os.environ) -> Path:
     return Path(cli_path or environ.get(PATH_ENV) or DEFAULT_PATH)
+
+
+def missing_default_message(cli_path: str | None, environ: Mapping[str, str] = os.environ) -> str | None:
+    """When no path was given and the default file is not there: a message naming both
+    places a config is looked for (None when a path was given or the file exists)."""
+    if cli_path:
+        return None
+    from_env = environ.get(PATH_ENV)
+    if from_env:
+        if Path(from_env).exists():
+            return None
+        return f"${PATH_ENV} names {from_env}, which does not exist"
+    if Path(DEFAULT_PATH).exists():
+        return None
+    return (
+        f"no config file: --config not given, ${PATH_ENV} not set, and no {DEFAULT_PATH} "
+        f"in the working directory ({Path.cwd()})"
+    )
 
 
 def load(path: Path | str, environ: Mapping[str, str] = os.environ) -> LoadedConfig:
@@ -181,6 +211,7 @@ def load(path: Path | str, environ: Mapping[str, str] = os.environ) -> LoadedCon
 
 
 def parse(text: str, environ: Mapping[str, str] = os.environ) -> Config:
+    """The typed config, or ConfigError with every problem of the file (each with its line)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -189,17 +220,22 @@ def parse(text: str, environ: Mapping[str, str] = os.environ) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(["(file): the top level must be a mapping of keys"])
-    problems: list[str] = []
-    data = _expand(data, "", environ, problems)
-    # A section with an unset variable is not converted too: one problem, told once.
-    broken = {p.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0] for p in problems}
-    config = _convert(data, problems, skip=broken)
-    if config is not None:
-        _check_semantics(config, problems)
-    if problems:
-        raise ConfigError(problems)
-    assert config is not None
-    return config
+    lines = config_check.key_lines(text)
+    unset: list[str] = []
+    data = _expand(data, "", environ, unset)
+    problems = [Problem(*p.split(": ", 1)) for p in unset]
+    # A key with an unset variable is not judged again: one problem, told once.
+    problems += config_check.check(data, Config, skip=[p.path for p in problems])
+    if not problems:
+        config = msgspec.convert(config_check.empty_sections_dropped(data, Config), Config, strict=False)
+        problems = rule_problems(config)
+        if not problems:
+            return config
+    # Rules between keys are judged on what is valid, so a rule between two good keys is
+    # reported in the same round as a problem of a third one.
+    view = config_check.PartialView(data, Config, [p.path for p in problems])
+    problems += [p for p in rule_problems(view) if p.path not in {q.path for q in problems}]
+    raise ConfigError(config_check.locate(problems, lines), view)
 
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -231,62 +267,66 @@ def _expand(value: Any, key_path: str, environ: Mapping[str, str], problems: lis
     return _VAR.sub(substitute, value)
 
 
-_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+# --- rules between keys -------------------------------------------------------------
+# Each rule reads a few keys and returns `key.path: what is wrong`, or None. It runs on a
+# view of the file in which a key with a problem of its own raises Broken, so a rule is
+# judged exactly when every key it reads is valid. A new rule is one function in RULES.
 
 
-def _problem(section: str, exc: msgspec.ValidationError) -> str:
-    match = _AT.match(str(exc))
-    assert match is not None
-    sub = match.group("path") or ""
-    where = section + re.sub(r"^\.", ".", sub) if sub else section
-    return f"{where}: {match.group('msg')}"
-
-
-def _convert(data: dict, problems: list[str], skip: set[str]) -> Config | None:
-    """Convert each top-level key on its own, so every section's first problem is seen."""
-    fields = {f.name: f for f in msgspec.structs.fields(Config)}
-    values: dict[str, Any] = {}
-    for key in data:
-        if key not in fields:
-            problems.append(f"{key}: unknown key (known: {', '.join(sorted(fields))})")
-    for name, f in fields.items():
-        if name in skip:
-            continue
-        if name not in data:
-            if f.required:
-                problems.append(f"{name}: required")
-            continue
-        raw = data[name]
-        if raw is None and f.type is not type(None):
-            raw = {} if not f.required else raw
-        try:
-            # strict=False: a `${PORT}` expanded to "8080" still becomes the int 8080.
-            values[name] = msgspec.convert(raw, f.type, strict=False)
-        except msgspec.ValidationError as exc:
-            problems.append(_problem(name, exc))
-    if problems:
-        return None
-    return Config(**values)
-
-
-def _check_semantics(config: Config, problems: list[str]) -> None:
+def _callback_url(config: Config) -> str | None:
     url = urlsplit(config.callback.url)
     if url.scheme not in ("http", "https") or not url.hostname:
-        problems.append("callback.url: must be an http:// or https:// URL with a host")
+        return "callback.url: must be an http:// or https:// URL with a host"
+    return None
+
+
+def _image_limit_within_body_limit(config: Config) -> str | None:
     if config.images.max_bytes > config.server.max_body_bytes:
-        problems.append(
-            "images.max_bytes: larger than server.max_body_bytes, so it could never apply"
-        )
+        return "images.max_bytes: larger than server.max_body_bytes, so it could never apply"
+    return None
+
+
+def _heartbeat_timeout(config: Config) -> str | None:
     if config.worker.heartbeat_timeout_s <= config.worker.heartbeat_interval_s:
-        problems.append(
-            "worker.heartbeat_timeout_s: must be longer than worker.heartbeat_interval_s"
-        )
+        return "worker.heartbeat_timeout_s: must be longer than worker.heartbeat_interval_s"
+    return None
+
+
+def _signing_secret(config: Config) -> str | None:
     if config.callback.signing_secret is not None:
         try:
             signing.parse_secret(config.callback.signing_secret)
         except signing.BadSecret as exc:
-            problems.append(f"callback.signing_secret: {exc}")
+            return f"callback.signing_secret: {exc}"
+    return None
+
+
+def _spool_backoff(config: Config) -> str | None:
     if config.spool.retry_max_s < config.spool.retry_initial_s:
-        problems.append("spool.retry_max_s: must not be shorter than spool.retry_initial_s")
+        return "spool.retry_max_s: must not be shorter than spool.retry_initial_s"
+    return None
+
+
+def _comfyui_settings_given(config: Config) -> str | None:
     if config.worker.backend == "comfyui" and not config.model.comfyui:
-        problems.append("model.comfyui: required when worker.backend is comfyui")
+        return "model.comfyui: required when worker.backend is comfyui"
+    return None
+
+
+RULES = [
+    _callback_url, _image_limit_within_body_limit, _heartbeat_timeout, _signing_secret, _spool_backoff,
+    _comfyui_settings_given,
+]
+
+
+def rule_problems(view: Any) -> list[Problem]:
+    """The rules that can be judged on `view` (a Config, or a PartialView of a broken file)."""
+    problems = []
+    for rule in RULES:
+        try:
+            found = rule(view)
+        except config_check.Broken:
+            continue
+        if found is not None:
+            problems.append(Problem(*found.split(": ", 1)))
+    return problems

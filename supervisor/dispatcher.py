@@ -14,6 +14,7 @@ from ipc.jsonlog import EventLog
 from supervisor.callback import CallbackSender
 from supervisor.jobs import Job, JobResult, JobState
 from supervisor.metrics import Metrics
+from supervisor.reasons import KillReason
 from supervisor.scheduler import Scheduler
 from supervisor.worker_supervisor import WorkerSupervisor, WorkerUnavailable
 
@@ -53,13 +54,14 @@ class Dispatcher:
         """Until no job runs or waits."""
         await self._idle.wait()
 
-    def abort_current(self, result: JobResult) -> None:
+    def abort_current(self, result: JobResult, reason: KillReason) -> None:
         """End the job holding the slot with `result`, now, wherever it stands; the node
-        takes no job after this (used at a drain deadline, after the queue was emptied)."""
+        takes no job after this (used at a drain deadline, after the queue was emptied).
+        `reason`: why its worker is killed (the drain's end, a QUIT)."""
         self._abort_result = result
         self._aborted.set()
         # A job on the worker ends when the worker dies: its future resolves with `result`.
-        self.worker.abort(result, "the node is stopping")
+        self.worker.abort(result, "the node is stopping", reason)
 
     async def run(self) -> None:
         while True:
@@ -80,18 +82,19 @@ class Dispatcher:
                 self.complete(job, CANCELLED)
                 continue
             try:
-                outcome = await self.worker.start_job(job)
+                handover = await self.worker.start_job(job)
             except WorkerUnavailable:
                 continue  # never reached the worker: still first in line for the next one
             now = time.monotonic()
-            job.mark_dispatched(now, self._model_version())
+            # The version of the worker that runs it (around a recycle, old and new differ).
+            job.mark_dispatched(now, handover.model_version or self._model_version())
             if job.attempts == 1:
                 self.metrics.job_queue.observe(now - job.accepted_mono)
             events.info(
-                "job_dispatched", job_id=job.job_id, attempt=job.attempts,
-                queue_ms=round((now - job.accepted_mono) * 1000, 1),
+                "job_dispatched", job_id=job.job_id, attempt=job.attempts, worker_pid=handover.pid,
+                model_version=job.model_version, queue_ms=round((now - job.accepted_mono) * 1000, 1),
             )
-            result = await outcome
+            result = await handover.outcome
             if job.cancel_requested and result.error_code == "worker_crashed":
                 result = CANCELLED  # the cancel was answered 202; the crash only came first
             if self._runs_again(job, result):

@@ -13,9 +13,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from supervisor.gpu_selection import GpuRef
+from supervisor.metrics import PREFIX
 from supervisor.nvml import GpuStats, Nvml
 
-PREFIX = "gpu_server"
 LABELS = ("gpu", "uuid", "name")
 # metric name (after the prefix), help, the GpuStats field it shows.
 GPU_FIGURES = (

@@ -8,9 +8,19 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Annotated, Callable, Literal
 
-from supervisor.tryon_form import JobOptions
+import msgspec
+from msgspec import Meta
+
+
+class JobOptions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The job's `config` field. Unknown keys are rejected so typos are caught."""
+
+    seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
+    steps: Annotated[int, Meta(ge=1, le=100)] | None = None
+    prompt: Annotated[str, Meta(max_length=2000)] | None = None
+    output_format: Literal["png", "jpeg", "webp"] | None = None
 
 
 class JobState(str, enum.Enum):

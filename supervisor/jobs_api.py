@@ -15,7 +15,7 @@ from supervisor.callback import CallbackSender
 from supervisor.dispatcher import CANCELLED, Dispatcher
 from supervisor.errors import ApiError
 from supervisor.jobs import Job, JobState, JobStore
-from supervisor.redelivery import SpooledJob
+from supervisor.delivery import SpooledJob
 from supervisor.scheduler import Scheduler
 from supervisor.worker_supervisor import WorkerSupervisor
 

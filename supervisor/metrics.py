@@ -1,7 +1,8 @@
 """Prometheus metrics of the node (prometheus_client, one registry per node).
 
 Gauges that mirror state (busy, queue, worker up) read it at scrape time through
-callbacks, so they can never drift from what /gpu/status says.
+callbacks, so they can never drift from what /gpu/status says. Collectors that read
+figures at scrape time (`worker_collector`, `gpu_collector`) take the prefix from here.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from prometheus_client import (
     generate_latest,
 )
 
-from supervisor.worker_process import WorkerProcessCollector
+from supervisor.overlap import OverlapResult
+from supervisor.reasons import RestartReason
 
+# Every metric of the node is named gpu_server_*; defined here only.
 PREFIX = "gpu_server"
 # HTTP answers take milliseconds; a slow one is a problem worth seeing.
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -39,7 +42,8 @@ JOB_OUTCOMES = (
     "backend_error",
     "shutdown",
 )
-RESTART_REASONS = ("exit", "signal", "oom_kill", "watchdog", "heartbeat", "recycle")
+RESTART_REASONS = tuple(reason.value for reason in RestartReason)
+OVERLAP_RESULTS = tuple(result.value for result in OverlapResult)
 CALLBACK_RESULTS = ("success", "retry", "failure", "undeliverable")
 
 
@@ -92,6 +96,12 @@ class Metrics:
         self.worker_restarts = Counter(
             f"{PREFIX}_worker_restarts", "Worker restarts by reason", ["reason"], registry=r
         )
+        self.worker_overlap = Counter(
+            f"{PREFIX}_worker_overlap",
+            "Recycles meant to load the next worker beside the current one, by result",
+            ["result"],
+            registry=r,
+        )
         self.build_info = Gauge(
             f"{PREFIX}_build_info",
             "Always 1; the labels say what runs",
@@ -103,6 +113,8 @@ class Metrics:
             self.jobs.labels(outcome)
         for reason in RESTART_REASONS:
             self.worker_restarts.labels(reason)
+        for result in OVERLAP_RESULTS:
+            self.worker_overlap.labels(result)
         for result in CALLBACK_RESULTS:
             self.callback_attempts.labels(result)
 
@@ -118,8 +130,6 @@ class Metrics:
         self.queue_length.set_function(lambda: float(queue_length()))
         self.worker_up.set_function(lambda: float(worker_pid() is not None))
         self.model_loaded.set_function(lambda: float(model_loaded()))
-        # worker_resident_memory_bytes and worker_cpu_seconds_total, read through psutil.
-        self.registry.register(WorkerProcessCollector(worker_pid))
         self.spool_pending.set_function(lambda: float(spool_pending()))
 
     def set_build_info(self, version: str, git_commit: str, backend: str, model_version: str) -> None:

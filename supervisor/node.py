@@ -22,7 +22,7 @@ from ipc.messages import Ready
 from ipc.transport import make_runtime_dir, remove_runtime_dir
 from supervisor import build_info
 from supervisor.admission import Admission
-from supervisor.app import create_app
+from supervisor.app import create_app, declare_http1_only
 from supervisor.auth import TokenSet
 from supervisor.callback import CallbackSender
 from supervisor import config as config_module
@@ -32,13 +32,17 @@ from supervisor.gpu_collector import GpuCollector
 from supervisor.gpu_selection import GpuRef, worker_gpus
 from supervisor.jobs import JobResult, JobStore
 from supervisor.jobs_api import JobsApi
+from supervisor.memory_probe import MemoryProbe
 from supervisor.metrics import Metrics
 from supervisor.nvml import Nvml
+from supervisor.reasons import KillReason
 from supervisor.reload import plan_reload
 from supervisor.scheduler import Scheduler
 from supervisor.spool import Spool, SpoolUnusable
 from supervisor.status import readiness
-from supervisor.worker_supervisor import WorkerSupervisor, watched
+from supervisor.tasks import watched
+from supervisor.worker_collector import WorkerProcessCollector
+from supervisor.worker_supervisor import WorkerSupervisor
 
 events = EventLog("supervisor.node")
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGQUIT)
@@ -62,7 +66,10 @@ class Node:
         self.jobs = JobStore(cfg.jobs.retention_s)
         self.scheduler = Scheduler(cfg.queue.max_pending)
         self.runtime_dir = runtime_dir or make_runtime_dir()
-        self.worker = WorkerSupervisor(loaded, self.metrics, self.runtime_dir)
+        # NVML (started in run()): GPU figures for /metrics and /gpu/status, and the memory
+        # a recycle's overlap decision weighs.
+        self.nvml = Nvml()
+        self.worker = WorkerSupervisor(loaded, self.metrics, self.runtime_dir, probe=MemoryProbe(self.nvml))
         self.worker.on_ready = self._on_worker_ready
         self.worker.on_fatal = self._fatal
         self.worker.on_failed = lambda why: self._stop_requests.put_nowait(WORKER_FAILED)
@@ -88,8 +95,9 @@ class Node:
             spool_pending=lambda: len(self.spool),
         )
         self._set_build_info(cfg.model.version or "")
-        # GPU figures from NVML, for /metrics and /gpu/status; started in run().
-        self.nvml = Nvml()
+        # The worker process's memory and CPU (psutil), and GPU figures from NVML (for
+        # /metrics and /gpu/status), read at scrape time.
+        self.metrics.registry.register(WorkerProcessCollector(lambda: self.worker.pid))
         self.metrics.registry.register(GpuCollector(self.nvml, self.worker_gpus))
         self.app = create_app(self)
 
@@ -125,6 +133,7 @@ class Node:
         dispatcher = None
         self.nvml.start()
         try:
+            declare_http1_only(self.app, cfg.server.port)
             await server.startup()
             events.info(
                 "node_started", host=cfg.server.host, port=cfg.server.port, pid=os.getpid(),
@@ -142,7 +151,7 @@ class Node:
                 if request == WORKER_FAILED:
                     # Nothing queued can run: end it now, give the callbacks the drain's time.
                     self.worker_failed = True
-                    self._end_unfinished(self.worker_failed_result())
+                    self._end_unfinished(self.worker_failed_result(), KillReason.STOP)
                     return await self._drain("worker failed", self.config.shutdown.drain_timeout_s)
                 assert isinstance(request, signal.Signals)
                 handler = getattr(self, f"handle_{request.name.removeprefix('SIG').lower()}")
@@ -187,7 +196,9 @@ class Node:
         """Stop now: unfinished jobs end with `shutdown`, their results are not waited for."""
         events.info("shutdown_started", signal="SIGQUIT", drain_timeout_s=0)
         self.draining = True
-        self._end_unfinished(JobResult.failure("shutdown", "the node was stopped at once (SIGQUIT)"))
+        self._end_unfinished(
+            JobResult.failure("shutdown", "the node was stopped at once (SIGQUIT)"), KillReason.QUIT
+        )
         # The running job is recorded once its killed worker is seen gone (milliseconds).
         idle = asyncio.ensure_future(self.dispatcher.wait_idle())
         if not (await asyncio.wait({idle}, timeout=10.0))[0]:
@@ -257,7 +268,8 @@ class Node:
         try:
             await asyncio.wait({idle, hurry}, timeout=drain_s, return_when=asyncio.FIRST_COMPLETED)
             if not idle.done():
-                self._end_unfinished(JobResult.failure("shutdown", "the node stopped before the job could finish"))
+                stopped = JobResult.failure("shutdown", "the node stopped before the job could finish")
+                self._end_unfinished(stopped, KillReason.DRAIN_DEADLINE)
                 # The dispatcher records the ends at once (a running job: once its worker died).
                 done, _ = await asyncio.wait({idle}, timeout=10.0)
                 if not done:
@@ -282,13 +294,15 @@ class Node:
                 return request
             events.info("signal_ignored", signal=request.name, why="the node is stopping")
 
-    def _end_unfinished(self, result: JobResult) -> None:
+    def _end_unfinished(self, result: JobResult, reason: KillReason) -> None:
+        """Every job not finished ends with `result`; a worker still running one is killed
+        for `reason` (logged as such, never as a crash)."""
         self.worker.stop_restarting()
         # The queue first: ending the current job would otherwise hand the slot on.
         for job in self.scheduler.take_pending():
             self.dispatcher.complete(job, result)
         if self.scheduler.current is not None:
-            self.dispatcher.abort_current(result)
+            self.dispatcher.abort_current(result, reason)
 
     # --- helpers -------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from dataclasses import asdict, dataclass
 from types import ModuleType
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 from ipc.jsonlog import EventLog
 from supervisor.gpu_selection import GpuRef
@@ -43,6 +43,18 @@ class GpuStats:
 
 class GpuNotFound(Exception):
     """The worker's GPU is not among those NVML sees (wrong index or UUID)."""
+
+
+class NvmlUnavailable(Exception):
+    """NVML is not up (no driver), or an earlier call is stuck in it."""
+
+
+class GpuMemory(NamedTuple):
+    """One GPU's memory, and what one process of ours holds of it."""
+
+    free_bytes: int
+    used_bytes: int
+    process_bytes: int | None  # None: NVML does not list the process (another pid namespace) or cannot say
 
 
 class Nvml:
@@ -116,6 +128,25 @@ class Nvml:
                 else:
                     self._note_recovery(ref)
             return gpus
+        finally:
+            self._lock.release()
+
+    def memory_of(self, ref: GpuRef, pid: int) -> GpuMemory:
+        """The free and used memory of one GPU, and what process `pid` holds there (for a
+        recycle's overlap decision, rare: it raises rather than degrading)."""
+        if not self._lock.acquire(timeout=LOCK_TIMEOUT_S):
+            raise NvmlUnavailable("an earlier NVML call has not returned")
+        try:
+            if not self.up:
+                raise NvmlUnavailable(self.reason or "NVML is not initialised")
+            nv = self._lib
+            handle = self._handle(ref)
+            memory = nv.nvmlDeviceGetMemoryInfo(handle)
+            held = None
+            for process in nv.nvmlDeviceGetComputeRunningProcesses(handle):
+                if int(process.pid) == pid and process.usedGpuMemory is not None:
+                    held = (held or 0) + int(process.usedGpuMemory)  # one entry per CUDA context
+            return GpuMemory(int(memory.free), int(memory.used), held)
         finally:
             self._lock.release()
 

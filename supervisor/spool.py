@@ -188,15 +188,10 @@ class Spool:
 
     # --- changes -------------------------------------------------------------------
 
-    def write(self, record: SpoolRecord, body: bytes) -> str:
-        """Store a result durably; its file name. Raises OSError (disk full, ...)."""
-        name = self.write_file(record, body)
-        self.add(name, record)
-        return name
-
     def write_file(self, record: SpoolRecord, body: bytes) -> str:
-        """The slow, blocking half of write() (for a thread): the file only, not the index,
-        which only the event loop's thread touches (see add())."""
+        """Store a result durably; its file name. Raises OSError (disk full, ...). Slow and
+        blocking (for a thread): the file only, not the index, which only the event loop's
+        thread touches (add() next)."""
         name = file_name(record)
         tmp = self.tmp / name
         try:

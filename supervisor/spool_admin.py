@@ -2,7 +2,8 @@
 
 `list` shows every entry (waiting, dead letters, quarantined) from its header; `replay`
 moves dead letters back among the waiting ones, which the node sends at its next start
-with their original `webhook-id`.
+with their original `webhook-id`. A job id that has no dead letter, or one that could not
+be moved, is named on stderr and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def replay_dead(spool: Spool, job_ids: Iterable[str] = ()) -> tuple[list[str], l
     (moved file names, skipped with why)."""
     wanted = set(job_ids)
     moved, skipped = [], []
+    found: set[str] = set()  # the wanted jobs that had a dead letter
     for path in sorted(spool.dead.glob(f"*{SUFFIX}*")):
         try:
             record = read_header(path)
@@ -68,9 +70,15 @@ def replay_dead(spool: Spool, job_ids: Iterable[str] = ()) -> tuple[list[str], l
             continue
         if target.exists():
             skipped.append(f"{path.name}: {target.name} already waits")
+            found.add(record.job_id)
             continue
         os.replace(path, target)
         moved.append(target.name)
+        found.add(record.job_id)
+    for job_id in sorted(wanted - found):
+        waiting = any(path.name.startswith(f"{job_id}~") for path in spool.root.glob(f"*{SUFFIX}"))
+        why = "its result waits for delivery already, it is not a dead letter" if waiting else "no dead letter of this job"
+        skipped.append(f"{job_id}: {why}")
     return moved, skipped
 
 
@@ -93,7 +101,8 @@ def main(spool_dir: Path, action: str, job_ids: list[str]) -> int:
     moved, skipped = replay_dead(spool, job_ids)
     for name in moved:
         print(f"replay: {name}")
-    for why in skipped:
-        print(f"skipped: {why}")
     print(f"{len(moved)} dead letter(s) moved back to {spool.root}; the node sends them at its next start.")
-    return 0
+    for why in skipped:
+        print(f"gpu-server: not replayed: {why}", file=sys.stderr)
+    # Not everything asked for was done: a script must not take it for a success.
+    return 1 if skipped else 0

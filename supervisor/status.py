@@ -51,6 +51,8 @@ def gpu_status_body(node, gpus: Sequence[GpuStats] = ()) -> dict[str, Any]:
             "pid": node.worker.pid,
             "restarts": node.worker.restarts,
             "model_loaded": node.worker.model_loaded,
+            # A recycle with overlap: the worker loading beside this one, {state, pid}, else null.
+            "next": node.worker.next_worker,
         },
         # From NVML (read off the event loop by the route); [] where there is no driver.
         "gpus": [gpu.as_dict() for gpu in gpus],

@@ -8,13 +8,13 @@ then the pixel limit as a 422).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
-from msgspec import Meta
 
 from supervisor.errors import ApiError, FieldProblem, validation_failed
 from supervisor.images import ImageHeader, TooManyPixels, UnsupportedImage, read_header
+from supervisor.jobs import JobOptions
 from supervisor.multipart_form import Form
 
 ID_FIELDS = ("job_id", "user_id", "session_id")
@@ -22,15 +22,6 @@ IMAGE_FIELDS = ("person_image", "garment_image")
 PROVIDERS = ("qwen",)
 MAX_CONFIG_BYTES = 16 * 1024
 _ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
-class JobOptions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """The job's `config` field. Unknown keys are rejected so typos are caught."""
-
-    seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None
-    steps: Annotated[int, Meta(ge=1, le=100)] | None = None
-    prompt: Annotated[str, Meta(max_length=2000)] | None = None
-    output_format: Literal["png", "jpeg", "webp"] | None = None
 
 
 _OPTION_TYPES = {f.name: f.type for f in msgspec.structs.fields(JobOptions)}

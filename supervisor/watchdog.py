@@ -5,16 +5,18 @@ thread computes. A worker that stops beating is stuck as a whole (a kernel holdi
 GIL, a driver call that never returns, a stopped process), and one whose job runs past
 `inference_timeout_s` is stuck in the model. Either way only a kill frees the GPU.
 
-Pure logic on monotonic timestamps: `worker_supervisor` feeds it and acts on the verdict.
+Pure logic on monotonic timestamps: the lifecycle core (`lifecycle.py`) asks it and acts on the verdict.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+from supervisor.reasons import KillReason
+
 
 class Verdict(NamedTuple):
-    reason: str  # the restart reason label: `heartbeat` or `watchdog`
+    reason: KillReason  # HEARTBEAT or WATCHDOG
     message: str  # the job's error message, and the log's
 
 
@@ -32,13 +34,13 @@ class Watchdog:
         silent_s = now - last_heard
         if silent_s > self.heartbeat_timeout_s:
             return Verdict(
-                "heartbeat",
+                KillReason.HEARTBEAT,
                 f"the worker sent no heartbeat for {silent_s:.1f} s "
                 f"(worker.heartbeat_timeout_s is {self.heartbeat_timeout_s:g})",
             )
         if job_started is not None and now - job_started > self.inference_timeout_s:
             return Verdict(
-                "watchdog",
+                KillReason.WATCHDOG,
                 f"the job ran longer than worker.inference_timeout_s ({self.inference_timeout_s:g} s)",
             )
         return None

@@ -1,15 +1,16 @@
-"""The worker's lifecycle as data: states, allowed transitions, restart delays, exit reasons.
+"""The worker's states as data: the states, their allowed transitions, and the restart policy.
 
 Pure logic with no process or socket in sight, so every rule here is unit-tested
-directly; `worker_supervisor` drives it.
+directly; the lifecycle core (`lifecycle.py`) drives it.
 """
 
 from __future__ import annotations
 
 import enum
-import signal
 from collections import deque
-from typing import Callable, NamedTuple
+from typing import Callable
+
+from supervisor.retry_policy import backoff_s
 
 
 class WorkerState(str, enum.Enum):
@@ -88,9 +89,19 @@ class RestartPolicy:
 
     def next_delay(self, ran_for_s: float) -> float:
         self.note_run(ran_for_s)
-        delay = 0.0 if self.crashes_in_a_row == 0 else 2.0 ** (self.crashes_in_a_row - 1)
+        delay = 0.0 if self.crashes_in_a_row == 0 else backoff_s(self.crashes_in_a_row - 1, 1.0, self.max_backoff_s)
         self.crashes_in_a_row += 1
-        return min(delay, self.max_backoff_s)
+        return delay
+
+    def after_exit(self, planned: bool, ran_for_s: float, now: float) -> float | None:
+        """Seconds until the next spawn, or None: one crash too many, give up. A planned
+        end (a recycle) is no crash: at once, and not recorded."""
+        if planned:
+            self.note_run(ran_for_s)
+            return 0.0
+        if self.record_crash(now):
+            return None
+        return self.next_delay(ran_for_s)
 
     def record_crash(self, now: float) -> bool:
         """Note an unplanned exit at `now` (monotonic seconds); True when it is one too many."""
@@ -111,23 +122,3 @@ class RestartPolicy:
         self.healthy_after_s = healthy_after_s
         self.max_restarts = max_restarts
         self.restart_window_s = restart_window_s
-
-
-class ExitReason(NamedTuple):
-    reason: str  # the `reason` label of gpu_server_worker_restarts_total
-    description: str
-
-
-def describe_exit(returncode: int) -> ExitReason:
-    """Decode a worker's exit status. SIGKILL that we did not send is most often the
-    kernel's OOM killer, so it is reported as a possible out-of-memory kill."""
-    if returncode >= 0:
-        return ExitReason("exit", f"exited with status {returncode}")
-    signum = -returncode
-    try:
-        name = signal.Signals(signum).name
-    except ValueError:
-        name = f"signal {signum}"
-    if signum == signal.SIGKILL:
-        return ExitReason("oom_kill", f"killed by {name} (possibly the kernel's out-of-memory killer)")
-    return ExitReason("signal", f"killed by {name}")

@@ -1,106 +1,63 @@
-"""Spawning, watching and restarting the GPU worker process, and talking to it.
+"""The worker's shell: its processes, its ZeroMQ socket and its timers, around the pure
+lifecycle core (`lifecycle.py`), which decides everything else.
 
-One worker at a time, each spawn a new "generation" with its own ZeroMQ identity, so a
-message from a dead generation is recognised and dropped. The worker runs in its own
-process group (and session): killing the group leaves nothing behind, and a Ctrl-C on
-the supervisor's terminal reaches only the supervisor, which then drains.
+Each spawn is a generation with its own ZeroMQ identity, so a message from a dead generation
+is recognised and dropped, and two live ones (the current worker and the next, during a
+recycle with overlap) share the socket without mixing their messages. Each exit is awaited,
+so a death is seen at once.
 
-A worker ends in one of three ways: unplanned (it exited, a signal killed it, or the
-watchdog did), counted against the crash-loop limit and restarted after a backoff;
-recycled on request (USR1, a reloaded config), after its current job, restarted at
-once and not counted; or stopped with the node.
+The core is fed one event at a time and its actions are done in order before the next event
+(run to completion): what an action causes (a send that fails) is queued, never nested.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import signal
-import sys
 import time
-import traceback
-from dataclasses import dataclass, field
+from collections import deque
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import zmq
 import zmq.asyncio
 
 from ipc import codec
 from ipc.jsonlog import EventLog
-from ipc.messages import (
-    PROTOCOL_VERSION,
-    SPEC_ENV,
-    CancelJob,
-    Heartbeat,
-    Hello,
-    JobFailed,
-    JobSucceeded,
-    Ready,
-    RunJob,
-    Shutdown,
-    StartupFailed,
-    WorkerSpec,
-    encode_spec,
-)
+from ipc.messages import Ready, WorkerSpec
 from ipc.transport import endpoint_in
 from supervisor.config import LoadedConfig
 from supervisor.jobs import Job, JobResult
-from supervisor.metrics import Metrics
-from supervisor.watchdog import Watchdog
-from supervisor.worker_state import (
-    SERVING,
-    RestartPolicy,
-    StateMachine,
-    WorkerState,
-    describe_exit,
+from supervisor.generation import Phase
+from supervisor.lifecycle import Lifecycle
+from supervisor.lifecycle_events import (
+    STOP_GRACE_S, AbortAsked, Action, CancelAsked, CancelTimer, CountOverlap, CountRestart, EndJob, Exited, GiveUp,
+    JobOffered, Kill, Limits, Log, MeasureMemory, MemoryMeasured, Received, Reconfigured, RecycleAsked, RefuseJob,
+    ReportReady, ReportState, Send, SendFailed, SendJob, SetTimer, Spawn, SpawnFailed, Spawned, Start, StopAsked,
+    Timer, TimerFired, Undecodable,
 )
+from supervisor.memory_probe import MemoryProbe
+from supervisor.metrics import Metrics
+from supervisor.nvml import Nvml
+from supervisor.reasons import KillReason
+from supervisor.tasks import report_bug, watched
+from supervisor.worker_spawn import WORKER_COMMAND, kill_group, spawn, worker_spec
+from supervisor.worker_state import SERVING, WorkerState
+from supervisor.worker_wire import run_job
 
 events = EventLog("supervisor.worker")
-STOP_GRACE_S = 5.0
-WATCH_PERIOD_S = 0.5
 
 
 class WorkerUnavailable(Exception):
     """The worker cannot take a job right now; the job was not handed over."""
 
 
-@dataclass(eq=False)
-class Generation:
-    number: int
-    worker_id: str
-    process: asyncio.subprocess.Process
-    started: float
-    exited: asyncio.Future
-    ready_at: float | None = None
-    startup_failure: StartupFailed | None = None
-    running: tuple[str, asyncio.Future] | None = None
-    # Monotonic times the watchdog reads: the last message of any kind, the job's handover.
-    last_heard: float = 0.0
-    job_started: float | None = None
-    # Its own limits: the heartbeat timeout must fit the interval this worker beats at.
-    watchdog: Watchdog | None = None
-    heartbeat_interval_s: float = 0.0
-    # Set when we kill it on purpose: the restart reason, and how its running job ends.
-    kill_reason: str | None = None
-    abort_result: JobResult | None = None
-    identity: bytes = field(init=False)
+class Handover(NamedTuple):
+    """A job handed to a worker: how it will end, and which worker runs it."""
 
-    def __post_init__(self) -> None:
-        self.identity = self.worker_id.encode()
-        self.last_heard = self.started
-
-    @property
-    def alive(self) -> bool:
-        return self.process.returncode is None and self.kill_reason is None
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-
-WORKER_COMMAND = (sys.executable, "-m", "gpu_worker")
+    outcome: asyncio.Future  # resolves with the JobResult, also when the worker dies meanwhile
+    pid: int | None
+    model_version: str | None  # from that worker's Ready: what its callback reports
 
 
 class WorkerSupervisor:
@@ -110,53 +67,77 @@ class WorkerSupervisor:
         metrics: Metrics,
         runtime_dir: Path,
         command: Sequence[str] = WORKER_COMMAND,
+        clock: Callable[[], float] = time.monotonic,
+        probe: MemoryProbe | None = None,
     ) -> None:
         self.loaded = loaded
-        self.command = tuple(command)
         self.config = loaded.config
+        self.command = tuple(command)
         self.metrics = metrics
         self.endpoint = endpoint_in(runtime_dir)
-        self.machine = StateMachine(self._on_state_change)
-        worker_cfg = self.config.worker
-        self.policy = RestartPolicy(
-            worker_cfg.max_backoff_s, worker_cfg.healthy_after_s,
-            worker_cfg.max_restarts, worker_cfg.restart_window_s,
-        )
-        self.restarts = 0
-        # Why a recycle was asked for, until it happens (after the current job).
-        self._recycle_pending: str | None = None
-        # The last Ready seen: what runs (or ran) on this node, kept across restarts.
-        self.last_ready: Ready | None = None
+        self.core = Lifecycle(Limits.of(self.config.worker))
+        # Measures memory for `worker.overlap: auto` (NVML for a CUDA worker: the node's).
+        self.probe = probe or MemoryProbe(Nvml())
         self.on_ready: Callable[[Ready], None] | None = None
         # Called if a background task of this class dies of a bug: the node cannot go on.
         self.on_fatal: Callable[[str], None] = lambda why: None
         # Called once the worker is given up for a crash loop (state FAILED).
         self.on_failed: Callable[[str], None] = lambda why: None
-        self._gen: Generation | None = None
-        self._generation_count = 0
+        self._clock = clock
         self._ctx = zmq.asyncio.Context()
         self._sock: zmq.asyncio.Socket | None = None
+        self._reader: asyncio.Task | None = None
         self._decoder = codec.worker_message_decoder()
         self._ready = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._finished = asyncio.Event()
+        self._processes: dict[int, asyncio.subprocess.Process] = {}
+        self._identity_of: dict[int, bytes] = {}  # generation -> its ZeroMQ identity
+        self._generation_of: dict[bytes, int] = {}
+        self._timers: dict[Timer, asyncio.TimerHandle] = {}
+        self._jobs: dict[str, tuple[Job, asyncio.Future]] = {}  # handed over, until they end
+        self._inbox: deque[Any] = deque()
+        self._feeding = False
+        self._do = {
+            Spawn: self._spawn, Kill: self._kill, Send: self._send_message, SendJob: self._send_job,
+            EndJob: self._end_job, RefuseJob: self._refuse_job, SetTimer: self._set_timer,
+            CancelTimer: self._cancel_timer, ReportState: self._report_state, ReportReady: self._report_ready,
+            CountRestart: self._count_restart, MeasureMemory: self._measure, CountOverlap: self._count_overlap,
+            GiveUp: self._give_up, Log: self._log,
+        }
 
     # --- what the rest of the supervisor reads ------------------------------------
 
     @property
     def state(self) -> WorkerState:
-        return self.machine.state
+        return self.core.state
 
     @property
     def pid(self) -> int | None:
-        gen = self._gen
-        return gen.pid if gen is not None and gen.process.returncode is None else None
+        gen = self.core.worker
+        return gen.pid if gen is not None else None
+
+    @property
+    def next_worker(self) -> dict[str, Any] | None:
+        """The worker loading to replace the current one (a recycle with overlap), if any."""
+        gen = self.core.next_generation
+        if gen is None or gen.kill_reason is not None:
+            return None  # none, or one being ended: it will never serve
+        return {"state": "ready" if gen.phase is Phase.IDLE else "starting", "pid": gen.pid}
 
     @property
     def model_loaded(self) -> bool:
         return self.state in SERVING
 
-    # --- lifecycle -------------------------------------------------------------------
+    @property
+    def last_ready(self) -> Ready | None:
+        return self.core.last_ready
+
+    @property
+    def restarts(self) -> int:
+        """Unplanned restarts so far (recycles are not counted)."""
+        return self.core.restarts
+
+    # --- what the node asks ----------------------------------------------------------
 
     async def start(self) -> None:
         sock = self._ctx.socket(zmq.ROUTER)
@@ -165,422 +146,237 @@ class WorkerSupervisor:
         sock.setsockopt(zmq.LINGER, 0)
         sock.bind(self.endpoint)
         self._sock = sock
-        self._tasks = [
-            watched(self._read_loop(), "worker-reader", self.on_fatal),
-            watched(self._lifecycle(), "worker-lifecycle", self.on_fatal),
-        ]
+        self._reader = watched(self._read_loop(), "worker-reader", self.on_fatal)
+        self._feed(Start())
 
     def stop_restarting(self) -> None:
         """From now on a worker that exits stays down (the node is stopping)."""
-        self._stopping.set()
+        self._feed(StopAsked())
 
     async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Ask an idle worker to exit, kill it otherwise (or if it does not), stop watching."""
-        self.stop_restarting()
-        gen = self._gen
-        if gen is not None and self.state is WorkerState.READY and grace_s > 0:
-            # Only an idle, loaded worker reads its socket; anything else is killed.
-            await self._send(gen, Shutdown())
-            try:
-                await asyncio.wait_for(asyncio.shield(gen.exited), grace_s)
-            except asyncio.TimeoutError:
-                events.warning("worker_stop_timeout", pid=gen.pid, grace_s=grace_s)
-        # The lifecycle ends once no worker is alive; a worker spawned meanwhile is killed.
-        lifecycle = self._tasks[1]
-        while not lifecycle.done():
-            gen = self._gen
-            if gen is not None:
-                self._kill(gen, "stop")
-            await asyncio.wait({lifecycle}, timeout=0.5)
-        self._tasks[0].cancel()
-        if self._sock is not None:
-            self._sock.close(linger=0)
+        if self._sock is None:
+            return  # never started
+        self._feed(StopAsked(grace_s))
+        await self._finished.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        self._sock.close(linger=0)
         self._ctx.term()
 
-    def abort(self, result: JobResult, why: str, reason: str = "watchdog") -> None:
-        """Kill the worker now; its running job (if any) ends with `result`.
-
-        `reason` is the restart reason it is counted under, should it be restarted.
-        """
-        gen = self._gen
-        if gen is None or gen.process.returncode is not None:
-            return
-        gen.abort_result = result
-        events.warning("worker_abort", pid=gen.pid, why=why)
-        self._kill(gen, reason)
+    def abort(self, result: JobResult, why: str, reason: KillReason) -> None:
+        """Kill the worker now; its running job (if any) ends with `result`."""
+        self._feed(AbortAsked(result, why, reason))
 
     def recycle(self, why: str) -> None:
-        """Replace the worker by a fresh one once it is idle (new weights, new settings).
+        """Replace the worker by a fresh one (new weights, new settings), not as a crash.
 
-        A busy worker finishes its job first; jobs that arrive meanwhile wait in the queue.
-        Not a crash: it is restarted at once and not counted against the crash-loop limit.
+        With overlap (`worker.overlap`) the next worker loads while the current one serves,
+        and takes over once ready and the current job is done. Without, the worker is
+        replaced after its job; jobs that arrive meanwhile wait in the queue or get 503.
         """
-        self._recycle_pending = why
-        events.info("worker_recycle_requested", why=why, state=self.state.value)
-        self._maybe_recycle()
+        self._feed(RecycleAsked(why))
 
     def reconfigure(self, loaded: LoadedConfig) -> None:
         """Take a reloaded config: limits apply now, spawn settings at the next spawn."""
         self.loaded = loaded
         self.config = loaded.config
-        w = self.config.worker
-        self.policy.reconfigure(w.max_backoff_s, w.healthy_after_s, w.max_restarts, w.restart_window_s)
-        gen = self._gen
-        if gen is not None and gen.watchdog is not None:
-            # A worker spawned with another heartbeat interval keeps its heartbeat timeout
-            # until it is recycled: the new one may be shorter than the beats it sends.
-            same_beat = w.heartbeat_interval_s == gen.heartbeat_interval_s
-            gen.watchdog = Watchdog(
-                w.inference_timeout_s,
-                w.heartbeat_timeout_s if same_beat else gen.watchdog.heartbeat_timeout_s,
-            )
+        self._feed(Reconfigured(Limits.of(self.config.worker)))
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
-    async def start_job(self, job: Job) -> asyncio.Future:
-        """Hand `job` to the worker. The returned future resolves with how the job ended,
-        also when the worker dies or is aborted meanwhile. Raises WorkerUnavailable when
-        the job could not be handed over (it is then still the caller's)."""
-        gen = self._gen
-        if gen is None or self.state is not WorkerState.READY or not gen.alive:
-            raise WorkerUnavailable("the worker is not ready")
-        assert job.person_image is not None and job.garment_image is not None
-        options = job.options
-        assert options.seed is not None and options.output_format is not None  # resolved at admission
-        message = RunJob(
-            job_id=job.job_id,
-            seed=options.seed,
-            output_format=options.output_format,
-            steps=options.steps,
-            prompt=options.prompt,
-        )
+    async def start_job(self, job: Job) -> Handover:
+        """Hand `job` to the current worker. Raises WorkerUnavailable when the job could not
+        be handed over (it is then still the caller's)."""
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        # Set before the send: a death during the send resolves the future.
-        gen.running = (job.job_id, future)
-        gen.job_started = time.monotonic()
-        self.machine.change(WorkerState.BUSY, f"job {job.job_id}")
-        if not await self._send(gen, message, job.person_image, job.garment_image):
-            # The worker's socket is gone: it is dead or dying. The job never reached it.
-            if gen.running is not None and gen.running[1] is future:
-                gen.running = None
-            self.abort(JobResult.failure("worker_crashed", "unreachable"), "the worker's socket is gone")
-            raise WorkerUnavailable("the worker could not be reached")
-        return future
+        self._jobs[job.job_id] = (job, future)
+        done = [a for a in self._feed(JobOffered(job.job_id)) if getattr(a, "job_id", None) == job.job_id]
+        refused = [a for a in done if isinstance(a, RefuseJob)]
+        if refused:
+            self._jobs.pop(job.job_id, None)
+            raise WorkerUnavailable(refused[0].why)
+        (sent,) = [a for a in done if isinstance(a, SendJob)]
+        gen = self.core.generations.get(sent.gen)
+        ready = gen.ready if gen is not None else None
+        return Handover(future, gen.pid if gen is not None else None, ready.model_version if ready else None)
 
     async def cancel(self, job_id: str) -> bool:
         """Ask the worker to stop `job_id` at its backend's next step boundary; the job then
         ends through the usual result (`cancelled`). False if the worker does not hold it."""
-        gen = self._gen
-        if gen is None or gen.running is None or gen.running[0] != job_id:
-            return False
-        events.info("job_cancel_sent", pid=gen.pid, job_id=job_id)
-        await self._send(gen, CancelJob(job_id=job_id))  # a dead worker ends the job anyway
-        return True
+        return any(isinstance(a, Send) for a in self._feed(CancelAsked(job_id)))
 
-    # --- internals ------------------------------------------------------------------
+    # --- the core --------------------------------------------------------------------
 
-    async def _lifecycle(self) -> None:
-        while not self._stopping.is_set():
-            gen, exit_reason, ran_for = await self._run_generation()
-            if self._stopping.is_set():
-                break
-            planned = gen is not None and gen.kill_reason == "recycle"
-            if planned:
-                delay = 0.0
-                self.policy.note_run(ran_for)
-            elif self.policy.record_crash(time.monotonic()):
-                self._give_up()
-                await self._stopping.wait()
-                return  # still FAILED: /health says why the node is going
-            else:
-                delay = self.policy.next_delay(ran_for)
-            self.restarts += 1
-            self.metrics.worker_restarts.labels(exit_reason).inc()
-            self.machine.change(WorkerState.RESTARTING, "recycle" if planned else "worker exited")
-            events.warning(
-                "worker_restarting", reason=exit_reason, delay_s=delay, restarts=self.restarts,
-                crashes_in_a_row=self.policy.crashes_in_a_row,
-                crashes_in_window=self.policy.recent_crashes,
-            )
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-            except asyncio.TimeoutError:
-                pass
-        self.machine.change(WorkerState.STOPPED, "supervisor stopping")
-
-    def _give_up(self) -> None:
-        w = self.config.worker
-        why = (
-            f"{self.policy.recent_crashes} unplanned worker exits within {w.restart_window_s:g} s "
-            f"(worker.max_restarts is {w.max_restarts})"
-        )
-        self.machine.change(WorkerState.FAILED, why)
-        events.error("worker_failed", why=why)
-        self.on_failed(why)
-
-    async def _run_generation(self) -> tuple[Generation | None, str, float]:
-        """Spawn one worker and watch it until it is gone: the generation, the restart
-        reason, and how long it ran after ready."""
+    def _feed(self, event: Any) -> list[Action]:
+        """Hand `event` to the core and do what it asks; what that causes is handled in turn.
+        Returns every action done meanwhile."""
+        self._inbox.append(event)
+        if self._feeding:
+            return []
+        self._feeding = True
+        done: list[Action] = []
         try:
-            gen = await self._spawn()
-        except Exception:  # fork failed, interpreter gone mid-deploy...: retried after the backoff
-            events.exception("worker_spawn_failed")
-            return None, "exit", 0.0
-        await self._await_startup(gen)
-        if gen.ready_at is not None:
-            await self._watch(gen)
-        await gen.exited
-        reason = self._on_exit(gen)
-        return gen, reason, time.monotonic() - (gen.ready_at or gen.started)
-
-    async def _watch(self, gen: Generation) -> None:
-        """Until the worker exits: kill it when the watchdog says so."""
-        while gen.alive:
-            now = time.monotonic()
-            assert gen.watchdog is not None
-            verdict = gen.watchdog.check(now, gen.last_heard, gen.job_started)
-            if verdict is not None:
-                job_id = gen.running[0] if gen.running is not None else None
-                events.error("worker_watchdog", pid=gen.pid, reason=verdict.reason, job_id=job_id, why=verdict.message)
-                self.abort(JobResult.failure("inference_timeout", verdict.message), verdict.message, verdict.reason)
-                return
-            # Capped: a job handed over or new limits reloaded meanwhile may bring the
-            # deadline forward, and a check costs nothing.
-            timeout = min(gen.watchdog.next_check_in(now, gen.last_heard, gen.job_started), WATCH_PERIOD_S)
-            await asyncio.wait({gen.exited}, timeout=timeout)
-
-    async def _spawn(self) -> Generation:
-        # This spawn reads the current config: a recycle asked before now is served by it.
-        self._recycle_pending = None
-        self._generation_count += 1
-        number = self._generation_count
-        worker_id = f"w{number}-{secrets.token_hex(4)}"
-        cfg = self.config
-        spec = WorkerSpec(
-            worker_id=worker_id,
-            endpoint=self.endpoint,
-            parent_pid=os.getpid(),
-            node_id=cfg.node_id,
-            backend=cfg.worker.backend,
-            device=cfg.worker.device,
-            heartbeat_interval_s=cfg.worker.heartbeat_interval_s,
-            max_pixels=cfg.images.max_pixels,
-            log_level=cfg.logging.level,
-            model_version=cfg.model.version,
-            backend_settings=cfg.backend_settings(),
-            config_dir=str(self.loaded.base_dir),
-        )
-        env = dict(os.environ)
-        env[SPEC_ENV] = encode_spec(spec)
-        env["PYTHONUNBUFFERED"] = "1"
-        process = await asyncio.create_subprocess_exec(
-            *self.command,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True,  # own process group; no terminal signals
-        )
-        gen = Generation(
-            number=number,
-            worker_id=worker_id,
-            process=process,
-            started=time.monotonic(),
-            exited=asyncio.ensure_future(process.wait()),
-            watchdog=Watchdog(cfg.worker.inference_timeout_s, cfg.worker.heartbeat_timeout_s),
-            heartbeat_interval_s=cfg.worker.heartbeat_interval_s,
-        )
-        self._gen = gen
-        self.machine.change(WorkerState.STARTING, f"spawned pid {process.pid}")
-        events.info("worker_started", pid=process.pid, worker_id=worker_id, generation=number)
-        return gen
-
-    async def _await_startup(self, gen: Generation) -> None:
-        ready = asyncio.ensure_future(self._ready.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {ready, gen.exited},
-                timeout=self.config.worker.startup_timeout_s,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            while self._inbox:
+                actions = self.core.handle(self._inbox.popleft(), self._clock())
+                for action in actions:
+                    self._do[type(action)](action)
+                done.extend(actions)
         finally:
-            ready.cancel()
-        if not done:
-            events.error(
-                "worker_startup_timeout", pid=gen.pid,
-                startup_timeout_s=self.config.worker.startup_timeout_s,
-            )
-            self._kill(gen, "watchdog")
+            self._feeding = False
+            self._inbox.clear()  # only left over when the core failed: the node is going down
+        if self.core.finished:
+            self._finished.set()
+        return done
 
-    def _on_exit(self, gen: Generation) -> str:
-        returncode = gen.process.returncode
-        assert returncode is not None
-        _killpg(gen.pid)  # anything the worker left in its group goes with it
-        decoded = describe_exit(returncode)
-        reason = gen.kill_reason or decoded.reason
-        fields: dict = {}
-        if gen.startup_failure is not None:
-            fields["startup_failure"] = gen.startup_failure.reason
-            fields["startup_message"] = gen.startup_failure.message
-        stopping = self._stopping.is_set() and gen.kill_reason in (None, "stop")
-        stopping = stopping or gen.kill_reason == "recycle"  # asked for: not an error
-        (events.info if stopping else events.error)(
-            "worker_exited", pid=gen.pid, returncode=returncode, reason=reason,
-            description=decoded.description, generation=gen.number, **fields,
-        )
-        if gen.running is not None:
-            job_id, future = gen.running
-            gen.running = None
-            result = gen.abort_result or JobResult.failure(
-                "worker_crashed", f"the worker process died during the job: {decoded.description}"
-            )
-            if not future.done():
-                future.set_result(result)
-        if self._gen is gen:
-            self._gen = None
-        return reason
+    # --- actions ---------------------------------------------------------------------
 
-    def _maybe_recycle(self, job_done: bool = False) -> None:
-        """Recycle now if one is pending and the worker holds no job."""
-        gen = self._gen
-        if self._recycle_pending is None or gen is None or not gen.alive:
-            return  # none asked, or between workers: the next spawn reads the current config
-        if self.state is WorkerState.BUSY and not job_done:
-            return  # after the job: `_finish_job` calls again
-        gen.kill_reason = "recycle"
-        self.machine.change(WorkerState.RESTARTING, f"recycle: {self._recycle_pending}")
-        watched(self._retire(gen), "worker-retire", self.on_fatal)
+    def _spawn(self, action: Spawn) -> None:
+        worker_id = f"w{action.gen}-{secrets.token_hex(4)}"
+        self._identity_of[action.gen] = worker_id.encode()
+        self._generation_of[worker_id.encode()] = action.gen
+        spec = worker_spec(self.loaded, worker_id, self.endpoint)  # now: the settings in force when asked
+        watched(self._run_process(action.gen, spec), f"worker-{action.gen}", self.on_fatal)
 
-    async def _retire(self, gen: Generation) -> None:
-        """Let an idle worker exit by itself (it frees the GPU cleanly), kill it otherwise."""
-        if gen.ready_at is not None:  # only the I/O loop of a loaded worker reads its socket
-            await self._send(gen, Shutdown())
-            done, _ = await asyncio.wait({gen.exited}, timeout=STOP_GRACE_S)
-            if done:
-                return
-            events.warning("worker_stop_timeout", pid=gen.pid, grace_s=STOP_GRACE_S)
-        _killpg(gen.pid)
-
-    def _kill(self, gen: Generation, reason: str) -> None:
-        if gen.kill_reason is None:
-            gen.kill_reason = reason
-        if not self._stopping.is_set() and self.state in (WorkerState.STARTING, *SERVING):
-            # Not ready from now on, not when the exit is reaped: no job goes to it meanwhile.
-            self.machine.change(WorkerState.RESTARTING, f"killing the worker ({reason})")
-        _killpg(gen.pid)
-
-    async def _send(self, gen: Generation, message, *blobs: bytes) -> bool:
-        assert self._sock is not None
+    async def _run_process(self, gen: int, spec: WorkerSpec) -> None:
+        """Spawn generation `gen`, then await its exit."""
         try:
-            await self._sock.send_multipart([gen.identity, *codec.encode(message, *blobs)], copy=False)
-            return True
-        except zmq.ZMQError as exc:
-            events.warning("worker_send_failed", pid=gen.pid, message=type(message).__name__, error=str(exc))
-            return False
+            process = await spawn(self.command, spec)
+        except Exception as exc:  # fork failed, interpreter gone mid-deploy...: retried after the backoff
+            events.exception("worker_spawn_failed")
+            self._forget(gen)
+            self._feed(SpawnFailed(gen, f"{type(exc).__name__}: {exc}"))
+            return
+        self._processes[gen] = process
+        self._feed(Spawned(gen, process.pid, spec.worker_id))
+        returncode = await process.wait()
+        kill_group(process.pid)  # anything the worker left in its group goes with it
+        self._processes.pop(gen, None)
+        self._forget(gen)
+        self._feed(Exited(gen, returncode))
+
+    def _forget(self, gen: int) -> None:
+        identity = self._identity_of.pop(gen, None)
+        if identity is not None:
+            self._generation_of.pop(identity, None)
+
+    def _kill(self, action: Kill) -> None:
+        process = self._processes.get(action.gen)
+        if process is not None and process.returncode is None:  # never a reaped pid: it may be reused
+            kill_group(process.pid)
+
+    def _send_message(self, action: Send) -> None:
+        self._send(action.gen, action.message)  # a failure is logged; the worker's exit says the rest
+
+    def _send_job(self, action: SendJob) -> None:
+        job, _ = self._jobs[action.job_id]
+        error = self._send(action.gen, *run_job(job))
+        if error is not None:
+            self._inbox.append(SendFailed(action.gen, action.job_id, error))
+
+    def _send(self, gen: int, message: Any, *blobs: bytes) -> str | None:
+        """Send without waiting (a worker reads one message at a time, far below the
+        high-water mark); the error, or None once it is on its way."""
+        identity = self._identity_of.get(gen)
+        if identity is None or self._sock is None:
+            error = "the worker is gone"
+        else:
+            frames = [identity, *codec.encode(message, *blobs)]
+            sent = self._sock.send_multipart(frames, flags=zmq.DONTWAIT, copy=False)
+            if not sent.done():  # pyzmq queued it after all: its outcome is only logged
+                sent.add_done_callback(lambda f: _send_failed(gen, message, f.exception()) if _failed(f) else None)
+                return None
+            if sent.exception() is None:
+                return None
+            error = str(sent.exception())
+        _send_failed(gen, message, error)
+        return error
+
+    def _end_job(self, action: EndJob) -> None:
+        entry = self._jobs.pop(action.job_id, None)
+        if entry is not None and not entry[1].done():
+            entry[1].set_result(action.result)
+
+    def _refuse_job(self, action: RefuseJob) -> None:
+        pass  # start_job reads it from what _feed returns
+
+    def _set_timer(self, action: SetTimer) -> None:
+        self._cancel_timer(CancelTimer(action.timer))
+        loop = asyncio.get_running_loop()
+        self._timers[action.timer] = loop.call_later(max(action.delay_s, 0.0), self._fire, action.timer)
+
+    def _cancel_timer(self, action: CancelTimer) -> None:
+        handle = self._timers.pop(action.timer, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _fire(self, timer: Timer) -> None:
+        self._timers.pop(timer, None)
+        try:
+            self._feed(TimerFired(timer))
+        except Exception as exc:  # a bug in a timer's handling must not pass unseen
+            report_bug(f"worker-timer-{timer.kind.value}", exc, self.on_fatal)
+
+    def _report_state(self, action: ReportState) -> None:
+        if action.new is WorkerState.READY:
+            self._ready.set()
+        else:
+            self._ready.clear()
+        events.info("worker_state", state=action.new.value, previous=action.old.value, why=action.why)
+
+    def _report_ready(self, action: ReportReady) -> None:
+        if self.on_ready is not None:
+            self.on_ready(action.ready)  # type: ignore[arg-type]
+
+    def _count_restart(self, action: CountRestart) -> None:
+        self.metrics.worker_restarts.labels(action.reason.value).inc()
+
+    def _measure(self, action: MeasureMemory) -> None:
+        watched(self._measure_memory(action), f"worker-{action.gen}-memory", self.on_fatal)
+
+    async def _measure_memory(self, action: MeasureMemory) -> None:
+        # NVML and /proc block: off the event loop. The worker serves on meanwhile.
+        figures = await asyncio.to_thread(self.probe.measure, action.pid, action.device)
+        self._feed(MemoryMeasured(action.gen, figures))
+
+    def _count_overlap(self, action: CountOverlap) -> None:
+        self.metrics.worker_overlap.labels(action.result.value).inc()
+
+    def _give_up(self, action: GiveUp) -> None:
+        self.on_failed(action.why)
+
+    def _log(self, action: Log) -> None:
+        getattr(events, action.level)(action.event, **action.fields)
+
+    # --- the socket ------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
         assert self._sock is not None
         while True:
             frames = await self._sock.recv_multipart(copy=False)
-            gen = self._gen
-            if gen is None or frames[0].bytes != gen.identity:
-                events.debug("worker_message_dropped", identity=frames[0].bytes.decode(errors="replace"))
-                continue
-            gen.last_heard = time.monotonic()
-            try:
-                message, blobs = self._decoder.decode(frames[1:])
-                self._handle(gen, message, blobs)
-            except Exception as exc:
-                # A message we cannot understand or handle: the worker and we are out of
-                # step, and a job waiting on it would wait forever. Start over.
-                events.exception("worker_protocol_error", pid=gen.pid, error=str(exc))
-                self.abort(
-                    JobResult.failure("backend_error", f"the worker sent a message that could not be handled: {exc}"),
-                    "protocol error",
-                )
+            self._receive(frames)
             del frames  # no image kept alive until the next message
 
-    def _handle(self, gen: Generation, message, blobs: list) -> None:
-        if isinstance(message, Heartbeat):
-            pass  # proof of life; nothing reads it until a watchdog does
-        elif isinstance(message, (JobSucceeded, JobFailed)):
-            self._finish_job(gen, message, blobs)
-        elif isinstance(message, Hello):
-            if message.protocol != PROTOCOL_VERSION:
-                events.error(
-                    "worker_protocol_mismatch", pid=gen.pid,
-                    worker_protocol=message.protocol, supervisor_protocol=PROTOCOL_VERSION,
-                )
-                self._kill(gen, "exit")
-        elif isinstance(message, Ready):
-            if gen.kill_reason is not None:
-                return  # ready too late: it is being killed (startup timeout)
-            self.last_ready = message
-            gen.ready_at = time.monotonic()
-            self.machine.change(WorkerState.READY, "model loaded")
-            events.info(
-                "worker_ready", pid=gen.pid, backend=message.backend, device=message.device,
-                model_version=message.model_version, torch=message.torch_version,
-                comfyui=message.comfyui_version, load_time_s=round(message.load_time_s, 3),
-                startup_s=round(gen.ready_at - gen.started, 3),
-            )
-            if self.on_ready is not None:
-                self.on_ready(message)
-        elif isinstance(message, StartupFailed):
-            gen.startup_failure = message
-            events.error("worker_startup_failed", pid=gen.pid, reason=message.reason, error=message.message)
-
-    def _finish_job(self, gen: Generation, message: JobSucceeded | JobFailed, blobs: list) -> None:
-        if gen.running is None or gen.running[0] != message.job_id:
-            events.warning("worker_result_unexpected", pid=gen.pid, job_id=message.job_id)
+    def _receive(self, frames: list) -> None:
+        """(A method of its own so no frame outlives its handling in a local variable.)"""
+        gen = self._generation_of.get(frames[0].bytes)
+        if gen is None:
+            events.debug("worker_message_dropped", identity=frames[0].bytes.decode(errors="replace"))
             return
-        _, future = gen.running
-        gen.running = None
-        gen.job_started = None
-        if isinstance(message, JobSucceeded):
-            result = JobResult(
-                image=codec.frame_bytes(blobs[0]),
-                content_type=message.content_type,
-                inference_ms=message.inference_ms,
-            )
-        else:
-            result = JobResult.failure(message.error_code, message.message, message.inference_ms)
-        if not future.done():
-            future.set_result(result)
-        if gen.kill_reason is not None:
-            return  # a result that raced its kill: the worker is going, not ready
-        if self._recycle_pending is not None:
-            self._maybe_recycle(job_done=True)  # straight on: no job is handed to it meanwhile
-        else:
-            self.machine.change(WorkerState.READY, f"job {message.job_id} done")
-
-    def _on_state_change(self, old: WorkerState, new: WorkerState, why: str) -> None:
-        if new is WorkerState.READY:
-            self._ready.set()
-        else:
-            self._ready.clear()
-        events.info("worker_state", state=new.value, previous=old.value, why=why)
-
-
-def watched(coro, name: str, on_fatal: Callable[[str], None]) -> asyncio.Task:
-    """A background task whose death by an exception is logged and reported, never silent."""
-    task = asyncio.get_running_loop().create_task(coro, name=name)
-
-    def done(t: asyncio.Task) -> None:
-        if t.cancelled() or t.exception() is None:
+        try:
+            message, blobs = self._decoder.decode(frames[1:])
+        except codec.ProtocolError as exc:
+            self._feed(Undecodable(gen, str(exc)))
             return
-        exc = t.exception()
-        events.error(
-            "internal_error", task=name, exc_type=type(exc).__name__, error=str(exc),
-            traceback="".join(traceback.format_exception(exc)).rstrip(),
-        )
-        on_fatal(f"task {name} failed: {type(exc).__name__}: {exc}")
-
-    task.add_done_callback(done)
-    return task
+        self._feed(Received(gen, message, tuple(blobs)))
 
 
-def _killpg(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+def _failed(future: asyncio.Future) -> bool:
+    return not future.cancelled() and future.exception() is not None
+
+
+def _send_failed(gen: int, message: Any, error: object) -> None:
+    events.warning("worker_send_failed", generation=gen, message=type(message).__name__, error=str(error))

@@ -18,6 +18,7 @@ import uuid
 
 from gpu_worker import imaging
 from gpu_worker.backends import comfyui_settings, comfyui_workflow
+from gpu_worker.backends.comfyui_models import MODEL_FILE_SUFFIXES
 from gpu_worker.backends.comfyui_runtime import OOM_TYPES, ComfyUIRuntime, GraphResult
 from gpu_worker.backends.comfyui_settings import ComfyUISettings
 from gpu_worker.backends.comfyui_workflow import OUTPUT_NODE_ID, JobKeys, WorkflowError
@@ -25,7 +26,6 @@ from gpu_worker.engine import BackendContext, JobCancelled, JobError, JobInputs,
 from ipc.jsonlog import EventLog
 
 events = EventLog("gpu_worker.comfyui")
-MODEL_FILE_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 WARMUP_SIZE = (512, 512)
 
 

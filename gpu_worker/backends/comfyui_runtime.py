@@ -154,11 +154,6 @@ class ComfyUIRuntime:
     def node_types(self) -> Mapping[str, Any]:
         return self._nodes.NODE_CLASS_MAPPINGS
 
-    def model_folders(self) -> dict[str, list[str]]:
-        import folder_paths
-
-        return {name: list(paths) for name, (paths, _) in folder_paths.folder_names_and_paths.items()}
-
     def validate(self, prompt: dict, outputs: list[str]) -> tuple[dict | None, dict]:
         """The engine's own check of a prompt: (error or None, node errors by node id)."""
         ok, error, _good, node_errors = asyncio.run(

@@ -62,8 +62,9 @@ class SettingsError(Exception):
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
 
-def parse(raw: dict, config_dir: str, key: str = DEFAULT_KEY) -> ComfyUISettings:
-    """Typed settings with every path made absolute (relative: to the config's folder)."""
+def parse(raw: dict, config_dir: str, key: str = DEFAULT_KEY, check: bool = True) -> ComfyUISettings:
+    """Typed settings with every path made absolute (relative: to the config's folder);
+    `check`: raise SettingsError for the first path that is not there."""
     try:
         settings = msgspec.convert(raw, ComfyUISettings, strict=False)
     except msgspec.ValidationError as exc:
@@ -86,17 +87,27 @@ def parse(raw: dict, config_dir: str, key: str = DEFAULT_KEY) -> ComfyUISettings
         models_dir=absolute(settings.models_dir),
         extra_model_paths=absolute(settings.extra_model_paths),
     )
-    check_paths(settings, key)
+    if check:
+        check_paths(settings, key)
     return settings
 
 
 def check_paths(settings: ComfyUISettings, key: str = DEFAULT_KEY) -> None:
+    problems = path_problems(settings, key)
+    if problems:
+        raise SettingsError("; ".join(problems))
+
+
+def path_problems(settings: ComfyUISettings, key: str = DEFAULT_KEY) -> list[str]:
+    """Every configured path that is not there (also used by `gpu-server check-config`)."""
+    problems = []
     root = Path(settings.path)
     if not (root / "execution.py").is_file() or not (root / "nodes.py").is_file():
-        raise SettingsError(f"{key}.path: {root} is not a ComfyUI root (no execution.py and nodes.py there)")
+        problems.append(f"{key}.path: {root} is not a ComfyUI root (no execution.py and nodes.py there)")
     if not Path(settings.workflow).is_file():
-        raise SettingsError(f"{key}.workflow: no file {settings.workflow}")
+        problems.append(f"{key}.workflow: no file {settings.workflow}")
     if settings.models_dir is not None and not Path(settings.models_dir).is_dir():
-        raise SettingsError(f"{key}.models_dir: no folder {settings.models_dir}")
+        problems.append(f"{key}.models_dir: no folder {settings.models_dir}")
     if settings.extra_model_paths is not None and not Path(settings.extra_model_paths).is_file():
-        raise SettingsError(f"{key}.extra_model_paths: no file {settings.extra_model_paths}")
+        problems.append(f"{key}.extra_model_paths: no file {settings.extra_model_paths}")
+    return problems

@@ -146,6 +146,38 @@ def check(
     return problems
 
 
+def check_without_engine(workflow: Mapping[str, dict], settings: ComfyUISettings, key: str = DEFAULT_KEY) -> list[str]:
+    """What `check` can tell without the engine's node classes (for `gpu-server
+    check-config`, which never imports ComfyUI): each mapped node is in the workflow and
+    has the mapped input (an API-format workflow lists every input of a node), the two
+    images are two nodes, and the output input is a link."""
+    problems = []
+    targets = [(f"inputs.{name}", getattr(settings.inputs, name)) for name in ("person_image", "garment_image")]
+    targets += [(f"inputs.{name}", getattr(settings.inputs, name)) for name in OPTION_TYPES]
+    targets.append(("output", settings.output))
+    for name, target in targets:
+        if target is None:
+            continue
+        node = workflow.get(target.node_id)
+        if node is None:
+            problems.append(f"{key}.{name}: node {target.node_id!r} is not in the workflow")
+        elif target.input not in node["inputs"]:
+            problems.append(
+                f"{key}.{name}: node {target.node_id!r} ({node['class_type']}) has no input {target.input!r} "
+                f"in the workflow (it has: {', '.join(sorted(node['inputs']))})"
+            )
+    if settings.inputs.person_image.node_id == settings.inputs.garment_image.node_id:
+        problems.append(f"{key}.inputs: person_image and garment_image name the same node")
+    output_node = workflow.get(settings.output.node_id)
+    if output_node is not None and settings.output.input in output_node["inputs"]:
+        if not is_link(output_node["inputs"][settings.output.input]):
+            problems.append(
+                f"{key}.output: input {settings.output.input!r} of node {settings.output.node_id!r} "
+                "is not linked to the node that makes the image"
+            )
+    return problems
+
+
 def job_prompt(
     workflow: Mapping[str, dict],
     settings: ComfyUISettings,

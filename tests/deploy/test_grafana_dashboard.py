@@ -47,6 +47,7 @@ def test_panels_the_issue_asks_for():
     assert "sum by (outcome) (rate(gpu_server_jobs_total" in queries
     assert "histogram_quantile(0.95, sum by (le) (rate(gpu_server_job_total_seconds_bucket" in queries
     for name in ("gpu_server_busy", "gpu_server_queue_length", "gpu_server_worker_restarts_total",
+                 "gpu_server_worker_overlap_total",
                  "gpu_server_gpu_utilization_ratio", "gpu_server_gpu_memory_used_bytes"):
         assert name in queries, name
 
@@ -55,3 +56,13 @@ def test_queries_are_per_node():
     # Every query follows the Node picker (instance variable).
     for expr in exprs(load()):
         assert 'instance=~"$instance"' in expr, expr
+
+
+def test_panels_do_not_overlap():
+    # A panel added to a row pushes the rows below it down.
+    taken: set[tuple[int, int]] = set()
+    for panel in load()["panels"]:
+        pos = panel["gridPos"]
+        cells = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
+        assert not cells & taken, panel["title"]
+        taken |= cells

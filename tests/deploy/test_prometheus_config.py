@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from tests.support.prometheus import DEPLOY, promtool
+from tests.support.prometheus import DEPLOY, promtool, with_authorization
 
 RULES = DEPLOY / "gpu-server-rules.yml"
 ALERTS = {
     "GpuServerDown", "GpuServerNotReady", "GpuServerWorkerRestartingOften", "GpuServerCallbacksFailing",
-    "GpuServerSpoolGrowing", "GpuServerGpuMemoryNearFull", "GpuServerNvmlDown",
+    "GpuServerSpoolGrowing", "GpuServerGpuMemoryNearFull", "GpuServerNvmlDown", "GpuServerRecycleFailed",
 }
 
 
@@ -31,8 +31,20 @@ def test_the_alerts_fire_on_their_series_and_not_on_look_alikes():
     assert "SUCCESS" in result.stdout
 
 
-def test_promtool_check_config():
-    # --syntax-only: the bearer token file exists on the Prometheus host, not here.
-    # The real Prometheus of tests/integration/test_observability.py loads it in full.
-    result = promtool("check", "config", "--syntax-only", str(DEPLOY / "prometheus.yml"))
+def test_promtool_check_config_of_the_shipped_file_as_it_is():
+    # No token file needed: the bearer token block ships commented out, for nodes that
+    # keep /metrics open (the default).
+    result = promtool("check", "config", str(DEPLOY / "prometheus.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_check_config_with_the_bearer_token_block_turned_on(tmp_path):
+    token_file = tmp_path / "gpu-server-metrics.token"
+    token_file.write_text("scrape-token")
+    text = with_authorization((DEPLOY / "prometheus.yml").read_text())
+    assert "credentials_file: /etc/prometheus/gpu-server-metrics.token" in text
+    config = tmp_path / "prometheus.yml"
+    config.write_text(text.replace("/etc/prometheus/gpu-server-metrics.token", str(token_file)))
+    (tmp_path / "gpu-server-rules.yml").write_text((DEPLOY / "gpu-server-rules.yml").read_text())
+    result = promtool("check", "config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -128,3 +128,24 @@ def test_load_refuses_the_ui_format_with_a_hint(tmp_path):
     path.write_text(json.dumps({"3": {"inputs": {}}}))
     with pytest.raises(wf.WorkflowError, match="node '3' has no class_type"):
         wf.load(str(path))
+
+
+# --- without the engine (gpu-server check-config) -------------------------------------
+
+
+def test_without_the_engine_a_valid_mapping_has_no_problems():
+    assert wf.check_without_engine(WORKFLOW, settings()) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"seed": Target("99", "seed")}, "model.comfyui.inputs.seed: node '99' is not in the workflow"),
+        ({"steps": Target("3", "step")}, "model.comfyui.inputs.steps: node '3' (KSampler) has no input 'step' in the workflow (it has: latent, seed, steps)"),
+        ({"garment_image": Target("1", "image")}, "model.comfyui.inputs: person_image and garment_image name the same node"),
+        ({"output": Target("9", "filename_prefix")}, "model.comfyui.output: input 'filename_prefix' of node '9' is not linked"),
+    ],
+)
+def test_without_the_engine_each_mapping_problem_is_named(change, problem):
+    problems = wf.check_without_engine(WORKFLOW, settings(**change))
+    assert any(p.startswith(problem) for p in problems), problems

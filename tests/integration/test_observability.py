@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.test_grafana_dashboard import exprs, load, metric_names
+from tests.deploy.test_prometheus_config import ALERTS
 from tests.support.client import submit, tryon_form
 from tests.support.node import NodeProcess
 from tests.support.prometheus import PrometheusServer, promtool
@@ -137,7 +138,7 @@ def test_prometheus_loads_the_rules_and_accepts_every_dashboard_query(prometheus
                                       for r in rules) else None
 
     rules = prometheus.wait_until(rules_evaluated, "every alert rule evaluated")
-    assert len(rules) == 7
+    assert len(rules) == len(ALERTS)
     # The only alert this healthy node raises: no NVML where there is no driver (pending,
     # as it fires after 15 min); seeing it proves a rule evaluates the node's real series.
     expected = set() if driver_present() else {"GpuServerNvmlDown"}

@@ -25,7 +25,8 @@ async def test_gpu_status_with_the_token(node):
     code, body = node.get("/gpu/status", token=TOKEN)
     assert code == 200
     assert set(body) == {"node_id", "busy", "current_job_id", "queue_length", "queue_capacity", "worker", "gpus"}
-    assert set(body["worker"]) == {"state", "pid", "restarts", "model_loaded"}
+    assert set(body["worker"]) == {"state", "pid", "restarts", "model_loaded", "next"}
+    assert body["worker"]["next"] is None  # no recycle under way
     assert body["worker"]["state"] == "ready" and body["worker"]["model_loaded"] is True
     assert isinstance(body["worker"]["pid"], int)
     assert body["gpus"] == []  # no NVML on a machine without a GPU driver
@@ -72,3 +73,15 @@ async def test_http_errors_are_json_too(node, http, method, path, status, code):
         assert response.headers["Content-Type"].startswith("application/json")
         body = await response.json()
     assert body["error"] == code and body["node_id"] == "test-node"
+
+
+@pytest.mark.parametrize(
+    "method, path, headers",
+    [("GET", "/health", {}), ("GET", "/metrics", {}), ("GET", "/no-such-route", {}),
+     ("POST", "/tryon", {}), ("GET", "/gpu/status", {"X-Internal-Auth": TOKEN})],
+)
+async def test_no_empty_alt_svc_header_on_any_answer(node, http, method, path, headers):
+    # Sanic sends `alt-svc:` (empty) unless told at start that the server is HTTP/1 only.
+    async with http.request(method, node.base_url + path, headers=headers) as response:
+        await response.read()
+    assert "alt-svc" not in response.headers, dict(response.headers)

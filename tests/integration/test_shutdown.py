@@ -63,6 +63,7 @@ async def test_jobs_still_running_at_the_drain_deadline_fail_with_shutdown(tmp_p
 
 async def test_a_second_signal_stops_without_waiting_for_the_drain(tmp_path, receiver, http):
     node = _node(tmp_path, receiver, shutdown={"drain_timeout_s": 600})
+    worker = node.worker_pid()
     await start_long_job(http, node, "twice-1")
     node.signal(signal.SIGTERM)
     node.wait_event("shutdown_started")
@@ -70,6 +71,10 @@ async def test_a_second_signal_stops_without_waiting_for_the_drain(tmp_path, rec
     (callback,) = await receiver.await_callback("twice-1")
     assert callback.fields["error_code"] == "shutdown"
     assert await asyncio.to_thread(node.wait_exit, 60) == 0
+    # Killed on purpose: logged with its reason, never as a possible out-of-memory kill.
+    (exited,) = node.events("worker_exited")
+    assert exited["pid"] == worker and exited["kill_reason"] == "drain_deadline"
+    assert "out-of-memory" not in exited["description"] and exited["level"] == "WARNING"
 
 
 async def test_a_second_signal_cuts_short_a_delivery_waiting_out_its_backoff(tmp_path, receiver, http):

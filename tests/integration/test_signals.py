@@ -8,6 +8,7 @@ import signal
 
 import yaml
 
+from tests.integration.test_metrics import scrape, value
 from tests.support.client import start_long_job, submit, tryon_form
 from tests.support.node import TOKEN, NodeProcess
 from tests.support.processes import wait_gone
@@ -71,8 +72,9 @@ async def test_sighup_applies_live_settings_at_once_and_recycles_for_model_setti
 
 
 async def test_sigusr1_recycles_the_worker_after_its_job_and_is_not_a_crash(tmp_path, receiver, http):
-    # max_restarts 0: a single counted restart would end the node with exit 3.
-    node = NodeProcess(tmp_path, receiver.url, {"worker": {"max_restarts": 0}}).start()
+    # max_restarts 0: a single counted restart would end the node with exit 3. A plain
+    # recycle (overlap never); with overlap: test_recycle_overlap.py.
+    node = NodeProcess(tmp_path, receiver.url, {"worker": {"max_restarts": 0, "overlap": "never"}}).start()
     try:
         pid = node.worker_pid()
         await start_long_job(http, node, "usr1-1")
@@ -89,7 +91,13 @@ async def test_sigusr1_recycles_the_worker_after_its_job_and_is_not_a_crash(tmp_
         await asyncio.to_thread(node.wait_event, "worker_exited", pid=second)
         await asyncio.to_thread(node.wait_ready)
         assert node.process.poll() is None
-        assert node.gpu_status()["worker"]["restarts"] == 2
+        # A recycle is routine: INFO, not among the restarts /gpu/status counts (those are
+        # unplanned), but counted in the metric under its own label.
+        assert node.gpu_status()["worker"]["restarts"] == 0
+        families = scrape(node)
+        assert value(families, "gpu_server_worker_restarts", "gpu_server_worker_restarts_total", reason="recycle") == 2
+        restarting = node.events("worker_restarting")
+        assert [(e["reason"], e["level"]) for e in restarting] == [("recycle", "INFO")] * 2
         status, _, body = await submit(http, node.base_url, tryon_form("usr1-after"))
         assert status == 202, body
         (callback,) = await receiver.await_callback("usr1-after")

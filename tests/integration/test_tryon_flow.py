@@ -6,6 +6,7 @@ import io
 
 from PIL import Image
 
+from supervisor import __version__
 from tests.support import images
 from tests.support.client import submit, tryon_form
 from tests.support.node import CALLBACK_TOKEN
@@ -24,6 +25,7 @@ async def test_job_callback_carries_every_field_and_a_decodable_image(node, rece
 
     (callback,) = await receiver.await_callback("flow-1")
     assert callback.headers["X-Internal-Auth"] == CALLBACK_TOKEN
+    assert callback.headers["User-Agent"] == f"gpu-server/{__version__}"  # not aiohttp's own
     assert callback.content_type.startswith("multipart/form-data")
     assert CALLBACK_FIELDS <= set(callback.fields)
     assert callback.fields["status"] == "succeeded"

@@ -14,7 +14,7 @@ WORKER_MESSAGES = [
     Hello(protocol=PROTOCOL_VERSION, worker_id="w1", pid=42),
     Ready(backend="reference", model_version="reference-1", device="cpu", load_time_s=1.5, torch_version="2.13.0"),
     StartupFailed(reason="FileNotFoundError", message="no weights"),
-    Heartbeat(busy=True, job_id="j1"),
+    Heartbeat(),
     JobFailed(job_id="j1", error_code="out_of_memory", message="CUDA OOM", inference_ms=12.5),
 ]
 SUPERVISOR_MESSAGES = [CancelJob(job_id="j1"), Shutdown()]
@@ -60,7 +60,7 @@ def test_a_message_sent_the_wrong_way_is_a_protocol_error():
     with pytest.raises(codec.ProtocolError):
         codec.worker_message_decoder().decode(codec.encode(Shutdown()))
     with pytest.raises(codec.ProtocolError):
-        codec.supervisor_message_decoder().decode(codec.encode(Heartbeat(busy=False)))
+        codec.supervisor_message_decoder().decode(codec.encode(Heartbeat()))
 
 
 @pytest.mark.parametrize("frames", [[], [b"\xc1garbage"], [msgspec.msgpack.encode({"type": "hello"})],

@@ -1,22 +1,24 @@
-"""Callback delivery against a real HTTP server on 127.0.0.1 (no waiting: sleeps are recorded)."""
+"""Callback delivery against a real HTTP server on 127.0.0.1. No waiting for the quick
+retries: the `sender` fixture's clock skips the delivery loop's waits and records them."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
 import time
 
 import pytest
 
-from supervisor.callback import CallbackSender, backoff_s, build_body, is_retryable, parse_retry_after, spool_record
+from supervisor import __version__
+from supervisor.callback import CallbackSender
+from supervisor.callback_body import build_body, spool_record
 from supervisor.config import CallbackConfig, SpoolConfig
-from supervisor.redelivery import spool_delay
-from supervisor.signing import parse_secret, signature
-from supervisor.jobs import CallbackState, Job, JobResult
+from supervisor.delivery import Clock
+from supervisor.jobs import CallbackState, Job, JobOptions, JobResult
 from supervisor.metrics import Metrics
+from supervisor.signing import parse_secret, signature
 from supervisor.spool import Spool
-from supervisor.tryon_form import JobOptions
+from tests.supervisor.test_spool import put
 from tests.support.receiver import Reply
 
 
@@ -28,6 +30,25 @@ def finished_job(job_id: str, result: JobResult) -> Job:
 
 
 OK = JobResult(image=b"\x89PNG-bytes", content_type="image/png", inference_ms=1234.6)
+
+
+class SkippingClock(Clock):
+    """Time that passes only when the delivery loop waits for a due attempt: the wait is
+    recorded in `sleeps` and skipped."""
+
+    def __init__(self, sleeps: list[float]) -> None:
+        self.t = time.time()
+        self.sleeps = sleeps
+
+    def now(self) -> float:
+        return self.t
+
+    async def wait(self, wake: asyncio.Event, timeout: float | None) -> None:
+        if timeout is None or wake.is_set():
+            await wake.wait()
+            return
+        self.sleeps.append(timeout)
+        self.t += timeout
 
 
 @pytest.fixture
@@ -44,12 +65,9 @@ def spool(tmp_path):
 
 @pytest.fixture
 async def sender(receiver, sleeps, spool):
-    async def fake_sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
     s = CallbackSender(
         CallbackConfig(url=receiver.url, token="cb-token", timeout_s=5, max_retries=3),
-        "node-7", Metrics(), spool, sleep=fake_sleep, jitter=lambda: 0.5,
+        "node-7", Metrics(), spool, clock=SkippingClock(sleeps), jitter=lambda: 0.5,
     )
     await s.start()
     yield s
@@ -61,6 +79,7 @@ async def test_success_on_the_first_attempt(sender, receiver, sleeps):
     await sender.deliver(job)
     (call,) = receiver.for_job("cb-ok")
     assert call.headers["X-Internal-Auth"] == "cb-token"
+    assert call.headers["User-Agent"] == f"gpu-server/{__version__}"
     assert call.fields == {
         "job_id": "cb-ok", "user_id": "user-9", "session_id": "sess-9", "provider": "qwen", "node_id": "node-7",
         "model_version": "reference-1", "status": "succeeded", "inference_time_ms": "1235",
@@ -120,19 +139,16 @@ async def test_after_one_plus_max_retries_attempts_the_spool_takes_over(sender, 
     ((name, record),) = spool.records()
     assert record.job_id == "cb-spent" and record.webhook_id == job.webhook_id
     assert spool.read(name) == calls[0].raw
-    delivery = sender.redelivery.get("cb-spent")
+    delivery = sender.deliveries.get("cb-spent")
     assert delivery is not None and delivery.body is None  # read back from disk when due
-    assert 29 < delivery.due - time.time() <= 30
+    assert 29 < delivery.due - sender.deliveries.clock.now() <= 30
     receiver.script.clear()
 
 
 async def test_connection_refused_is_retried(sleeps, spool):
-    async def fake_sleep(seconds):
-        sleeps.append(seconds)
-
     sender = CallbackSender(
         CallbackConfig(url="http://127.0.0.1:9/cb", token="t", timeout_s=2, max_retries=2),
-        "n", Metrics(), spool, sleep=fake_sleep, jitter=lambda: 0.5,
+        "n", Metrics(), spool, clock=SkippingClock(sleeps), jitter=lambda: 0.5,
     )
     await sender.start()
     job = finished_job("cb-refused", OK)
@@ -142,41 +158,28 @@ async def test_connection_refused_is_retried(sleeps, spool):
     assert job.callback_state is CallbackState.RETRYING and spool.holds("cb-refused")
 
 
-def test_backoff_doubles_with_jitter_between_half_and_one_and_a_half():
-    assert [backoff_s(n, 1.0, 0.5) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
-    assert backoff_s(1, 1.0, 0.0) == 0.5
-    assert backoff_s(3, 1.0, 0.999) < 6.0
-
-
-@pytest.mark.parametrize("status, retry", [(408, True), (429, True), (500, True), (503, True), (599, True),
-                                           (400, False), (401, False), (404, False), (413, False), (422, False)])
-def test_which_statuses_are_retried(status, retry):
-    assert is_retryable(status) is retry
-
-
-def test_parse_retry_after():
-    assert parse_retry_after("12") == 12.0
-    assert parse_retry_after("0") == 0.0
-    assert parse_retry_after("100000") == 300.0
-    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
-    now = time.time()
-    date = email.utils.formatdate(now + 30, usegmt=True)
-    assert 28 <= parse_retry_after(date, now=now) <= 31
-
-
 # --- durability: spool, redelivery, signatures -----------------------------------------
+
+
+class EverySecondLater(Clock):
+    """A clock a second later at every look, so every attempt is signed at another second."""
+
+    def __init__(self) -> None:
+        self.seconds = iter(range(1_700_000_000, 1_700_100_000))
+
+    def now(self) -> float:
+        return float(next(self.seconds))
+
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 QUICK_SPOOL = SpoolConfig(retry_initial_s=0.05, retry_max_s=0.1, max_age_s=3600)
 
 
-async def make_sender(url: str, spool: Spool, spool_config: SpoolConfig = QUICK_SPOOL, **config) -> CallbackSender:
-    async def no_sleep(seconds: float) -> None:
-        pass
-
+async def make_sender(url: str, spool: Spool, spool_config: SpoolConfig = QUICK_SPOOL, clock=None, **config):
+    # No quick retries (max_retries 0): the spool's redelivery, in real time, does the rest.
     sender = CallbackSender(
         CallbackConfig(url=url, token="t", timeout_s=5, **{"max_retries": 0, **config}),
-        "node-7", Metrics(), spool, spool_config, sleep=no_sleep, jitter=lambda: 0.5,
+        "node-7", Metrics(), spool, spool_config, clock=clock, jitter=lambda: 0.5,
     )
     await sender.start()
     return sender
@@ -194,9 +197,7 @@ async def test_the_result_is_on_disk_before_the_first_attempt(receiver, spool):
 async def test_the_spool_redelivers_with_the_same_id_and_body_each_attempt_signed_anew(receiver, spool):
     answers = iter([Reply(503), Reply(503), Reply(503), Reply(200)])
     receiver.answer_for["cb-redeliver"] = lambda: next(answers)
-    clock = iter(range(1_700_000_000, 1_700_001_000))
-    sender = await make_sender(receiver.url, spool, signing_secret=SECRET)
-    sender._clock = lambda: float(next(clock))  # every attempt at a later second
+    sender = await make_sender(receiver.url, spool, clock=EverySecondLater(), signing_secret=SECRET)
     job = finished_job("cb-redeliver", JobResult.failure("invalid_input", "broken"))
     await sender.deliver(job)
     await asyncio.wait_for(until(lambda: job.callback_state is CallbackState.DELIVERED), 10)
@@ -268,14 +269,6 @@ async def test_a_spool_write_failure_still_delivers_from_memory(receiver, tmp_pa
     assert job.callback_state is CallbackState.DELIVERED and len(receiver.for_job("cb-nodisk")) == 1
 
 
-def test_spool_delays_double_up_to_the_cap():
-    assert [spool_delay(n, 30, 600) for n in range(7)] == [30, 60, 120, 240, 480, 600, 600]
-
-
-def test_spool_delay_after_years_of_failures_is_still_the_cap():
-    assert spool_delay(5000, 30, 600) == 600
-
-
 async def until(condition) -> None:
     while not condition():
         await asyncio.sleep(0.01)
@@ -284,7 +277,7 @@ async def until(condition) -> None:
 async def test_a_spooled_body_found_damaged_is_quarantined_not_sent(receiver, spool):
     job = finished_job("cb-damaged", OK)
     body = await build_body(job, "node-7")
-    name = spool.write(spool_record(job, body, time.time()), body.data)
+    name = put(spool, spool_record(job, body, time.time()), body.data)
     path = spool.root / name
     data = path.read_bytes()
     path.write_bytes(data[:-40] + bytes([data[-40] ^ 1]) + data[-39:])
@@ -305,7 +298,7 @@ async def test_a_reloaded_config_applies_from_the_next_attempt(receiver, spool):
     await sender.deliver(job)  # one attempt, 503: waits an hour in the spool
     new = CallbackConfig(url=receiver.url, token="rotated-token", timeout_s=5, max_retries=0, signing_secret=SECRET)
     sender.reconfigure(new, QUICK_SPOOL)
-    sender.redelivery.schedule(sender.redelivery.get("cb-reload"), 0)  # due now
+    sender.deliveries.schedule(sender.deliveries.get("cb-reload"), 0)  # due now
     await asyncio.wait_for(until(lambda: job.callback_state is CallbackState.DELIVERED), 10)
     await sender.close(1)
     first, second = receiver.for_job("cb-reload")
@@ -319,7 +312,7 @@ async def test_an_entry_deleted_by_hand_is_given_up(receiver, spool):
     await sender.deliver(finished_job("cb-deleted", OK))
     ((name, _),) = spool.records()
     (spool.root / name).unlink()
-    sender.redelivery.schedule(sender.redelivery.get("cb-deleted"), 0)
-    await asyncio.wait_for(until(lambda: sender.redelivery.get("cb-deleted") is None), 10)
+    sender.deliveries.schedule(sender.deliveries.get("cb-deleted"), 0)
+    await asyncio.wait_for(until(lambda: sender.deliveries.get("cb-deleted") is None), 10)
     await sender.close(1)
     assert not spool.holds("cb-deleted") and len(receiver.for_job("cb-deleted")) == 1

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
-from supervisor.jobs import Job, JobResult, JobState, JobStore
-from supervisor.tryon_form import JobOptions
+import subprocess
+import sys
+from pathlib import Path
+
+from supervisor.jobs import Job, JobOptions, JobResult, JobState, JobStore
 
 
 class Clock:
@@ -68,3 +71,14 @@ def test_store_never_forgets_a_job_in_flight():
 def test_webhook_id_is_made_once_per_job():
     a, b = job("a", 0.0), job("b", 0.0)
     assert a.webhook_id != b.webhook_id and a.webhook_id.startswith("msg_")
+
+
+def test_the_job_model_and_the_lifecycle_pull_in_no_web_framework_nor_image_library():
+    code = (
+        "import sys, supervisor.jobs, supervisor.lifecycle\n"
+        "print([m for m in ('sanic', 'PIL', 'torch') if m in sys.modules])"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"

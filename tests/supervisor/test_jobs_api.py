@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from supervisor.jobs import CallbackState, Job, JobResult
+from supervisor.jobs import CallbackState, Job, JobOptions, JobResult
 from supervisor.jobs_api import describe, rfc3339
-from supervisor.redelivery import SpooledJob
+from supervisor.delivery import SpooledJob
 from supervisor.spool import SpoolRecord
-from supervisor.tryon_form import JobOptions
 
 KEYS = {"job_id", "state", "error_code", "error_message", "created_at", "timings_ms", "callback"}
 

@@ -166,3 +166,27 @@ def test_a_read_stuck_in_the_driver_does_not_hold_up_later_reads(caplog, monkeyp
         release.set()
         stuck.join(10)
     lib.nvmlDeviceGetMemoryInfo = real
+
+
+# --- memory for a recycle's overlap decision -------------------------------------------------
+
+
+def test_memory_of_a_gpu_and_of_one_process_on_it():
+    nvml, lib = started(H100, L40)
+    lib.gpus[1].processes = {4242: 3 * 2**30, 77: 2**30}
+    memory = nvml.memory_of(L40.uuid[:12], 4242)  # an abbreviated UUID, as CUDA takes it
+    assert memory.free_bytes == 47 * 2**30 and memory.used_bytes == 2**30 and memory.process_bytes == 3 * 2**30
+    assert nvml.memory_of(1, 999).process_bytes is None  # not among NVML's processes
+
+
+def test_memory_of_raises_where_there_are_no_figures():
+    from supervisor.nvml import GpuNotFound, NvmlUnavailable
+
+    with pytest.raises(NvmlUnavailable):
+        Nvml(FakeNvml(init_error=pynvml.NVMLError_LibraryNotFound)).memory_of(0, 1)  # never started
+    nvml, lib = started(H100)
+    with pytest.raises(GpuNotFound):
+        nvml.memory_of(3, 1)
+    lib.gpus[0].failing["nvmlDeviceGetComputeRunningProcesses"] = pynvml.NVMLError_GpuIsLost
+    with pytest.raises(pynvml.NVMLError_GpuIsLost):
+        nvml.memory_of(0, 1)

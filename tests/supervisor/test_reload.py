@@ -33,6 +33,11 @@ def test_live_settings_apply_without_touching_the_worker():
     assert result.applied.queue.max_pending == 4
 
 
+def test_overlap_settings_apply_to_the_next_recycle_without_one_of_their_own():
+    result = plan("", "worker: {overlap: never, overlap_margin_bytes: 0}\n")
+    assert result.changed == ["worker.overlap", "worker.overlap_margin_bytes"] and not result.recycle_worker
+
+
 def test_settings_the_worker_is_spawned_with_recycle_it():
     assert plan("", "worker: {device: cpu}\n").recycle_worker
     assert plan("", "model: {reference: {default_steps: 3}}\n").recycle_worker

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from supervisor.jobs import Job
+from supervisor.jobs import Job, JobOptions
 from supervisor.scheduler import Scheduler
-from supervisor.tryon_form import JobOptions
 
 
 def job(n: int) -> Job:

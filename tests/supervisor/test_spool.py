@@ -17,6 +17,13 @@ def record(job_id: str = "job-1", webhook_id: str = "msg_1") -> SpoolRecord:
     )
 
 
+def put(spool: Spool, entry: SpoolRecord, body: bytes) -> str:
+    """Store a result the way the node does: the file (in a thread there), then the index."""
+    name = spool.write_file(entry, body)
+    spool.add(name, entry)
+    return name
+
+
 @pytest.fixture
 def spool(tmp_path):
     s = Spool(tmp_path / "spool")
@@ -26,7 +33,7 @@ def spool(tmp_path):
 
 def test_an_entry_reads_back_byte_for_byte_and_is_known(spool):
     body = bytes(range(256)) * 100
-    name = spool.write(record(), body)
+    name = put(spool, record(), body)
     assert name == "job-1~msg_1.cb" and (spool.root / name).is_file()
     assert spool.read(name) == body
     assert spool.holds("job-1") and not spool.holds("job-2") and len(spool) == 1
@@ -34,8 +41,8 @@ def test_an_entry_reads_back_byte_for_byte_and_is_known(spool):
 
 
 def test_a_new_spool_object_on_the_same_folder_finds_the_entries(spool):
-    spool.write(record("a", "msg_a"), b"body-a")
-    spool.write(record("b", "msg_b"), b"body-b")
+    put(spool, record("a", "msg_a"), b"body-a")
+    put(spool, record("b", "msg_b"), b"body-b")
     again = Spool(spool.root)
     loaded = again.open()
     assert sorted((item.name, item.record.job_id) for item in loaded) == [("a~msg_a.cb", "a"), ("b~msg_b.cb", "b")]
@@ -43,8 +50,8 @@ def test_a_new_spool_object_on_the_same_folder_finds_the_entries(spool):
 
 
 def test_remove_and_dead_letter_take_the_job_out_of_the_pending_set(spool):
-    delivered = spool.write(record("a", "msg_a"), b"x")
-    rejected = spool.write(record("b", "msg_b"), b"y")
+    delivered = put(spool, record("a", "msg_a"), b"x")
+    rejected = put(spool, record("b", "msg_b"), b"y")
     spool.remove(delivered)
     spool.dead_letter(rejected)
     assert len(spool) == 0 and not spool.holds("a") and not spool.holds("b")
@@ -53,7 +60,7 @@ def test_remove_and_dead_letter_take_the_job_out_of_the_pending_set(spool):
 
 
 def test_a_failing_unlink_still_settles_the_entry(spool, monkeypatch):
-    delivered = spool.write(record("a", "msg_a"), b"x")
+    delivered = put(spool, record("a", "msg_a"), b"x")
 
     def refuse(self, *args, **kwargs):
         raise PermissionError(13, "Read-only file system")
@@ -76,7 +83,7 @@ def test_a_failing_unlink_still_settles_the_entry(spool, monkeypatch):
     ],
 )
 def test_damaged_entries_are_quarantined_at_start_never_fatal(spool, damage):
-    name = spool.write(record(), b"the body" * 50)
+    name = put(spool, record(), b"the body" * 50)
     path = spool.root / name
     path.write_bytes(damage(path.read_bytes()))
     quarantined = []
@@ -94,7 +101,7 @@ def test_damaged_entries_are_quarantined_at_start_never_fatal(spool, damage):
     ],
 )
 def test_a_damaged_body_is_found_when_read_and_can_be_quarantined(spool, damage):
-    name = spool.write(record(), b"the body" * 50)
+    name = put(spool, record(), b"the body" * 50)
     path = spool.root / name
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(SpoolCorrupt, match="checksum"):

@@ -5,15 +5,15 @@ from __future__ import annotations
 from supervisor import cli
 from supervisor.spool import Spool
 from supervisor.spool_admin import list_entries, replay_dead
-from tests.supervisor.test_spool import record
+from tests.supervisor.test_spool import put, record
 
 
 def spool_with_entries(tmp_path) -> Spool:
     spool = Spool(tmp_path / "spool")
     spool.open()
-    spool.write(record("waits", "msg_w"), b"w")
-    spool.dead_letter(spool.write(record("rejected-1", "msg_r1"), b"r1"))
-    spool.dead_letter(spool.write(record("rejected-2", "msg_r2"), b"r2"))
+    put(spool, record("waits", "msg_w"), b"w")
+    spool.dead_letter(put(spool, record("rejected-1", "msg_r1"), b"r1"))
+    spool.dead_letter(put(spool, record("rejected-2", "msg_r2"), b"r2"))
     (spool.quarantine_dir / "junk~x.cb").write_bytes(b"junk")
     return spool
 

@@ -35,7 +35,7 @@ def test_gpu_status_lists_gpus_in_the_documented_shape():
     node = SimpleNamespace(
         config=SimpleNamespace(node_id="n1"),
         scheduler=SimpleNamespace(current=None, busy=False, queue_length=0, max_pending=0),
-        worker=SimpleNamespace(state=S.READY, pid=42, restarts=0, model_loaded=True),
+        worker=SimpleNamespace(state=S.READY, pid=42, restarts=0, model_loaded=True, next_worker=None),
     )
     gpu = GpuStats(1, "NVIDIA H100", "GPU-1", 0.5, 2**30, 80 * 2**30, 50.0, None)
     assert gpu_status_body(node)["gpus"] == []
@@ -44,3 +44,27 @@ def test_gpu_status_lists_gpus_in_the_documented_shape():
     item = spec["components"]["schemas"]["GpuStatus"]["properties"]["gpus"]["items"]
     assert set(body) == set(item["required"]) == set(item["properties"])
     assert body["index"] == 1 and body["uuid"] == "GPU-1" and body["power_watts"] is None
+
+
+def test_gpu_status_shows_the_next_worker_of_a_recycle_in_the_documented_shape():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import yaml
+
+    from supervisor.status import gpu_status_body
+
+    next_worker = {"state": "starting", "pid": 43}
+    node = SimpleNamespace(
+        config=SimpleNamespace(node_id="n1"),
+        scheduler=SimpleNamespace(current=None, busy=False, queue_length=0, max_pending=0),
+        worker=SimpleNamespace(state=S.READY, pid=42, restarts=0, model_loaded=True, next_worker=next_worker),
+    )
+    worker = gpu_status_body(node)["worker"]
+    assert worker["state"] == "ready" and worker["next"] == {"state": "starting", "pid": 43}
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml").read_text())
+    schema = spec["components"]["schemas"]["GpuStatus"]["properties"]["worker"]
+    assert set(worker) == set(schema["required"]) == set(schema["properties"])
+    shape = schema["properties"]["next"]["oneOf"][1]
+    assert set(worker["next"]) == set(shape["required"])
+    assert worker["next"]["state"] in shape["properties"]["state"]["enum"]

@@ -6,7 +6,8 @@ import pytest
 
 from supervisor.errors import ApiError
 from supervisor.multipart_form import FormPart
-from supervisor.tryon_form import JobOptions, validate
+from supervisor.jobs import JobOptions
+from supervisor.tryon_form import validate
 from tests.support import images
 
 PERSON = images.person(64, 80)

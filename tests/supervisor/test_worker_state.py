@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import signal
-
 import pytest
 
 from supervisor.worker_state import (
@@ -9,7 +7,6 @@ from supervisor.worker_state import (
     RestartPolicy,
     StateMachine,
     WorkerState as S,
-    describe_exit,
 )
 
 
@@ -51,23 +48,6 @@ def test_restart_at_once_after_a_healthy_run_then_back_off_doubling_to_the_cap()
 
 def test_first_crash_after_start_restarts_at_once():
     assert RestartPolicy(60, 60).next_delay(ran_for_s=0.1) == 0
-
-
-@pytest.mark.parametrize(
-    "returncode, reason, words",
-    [
-        (0, "exit", "status 0"),
-        (4, "exit", "status 4"),
-        (-signal.SIGKILL, "oom_kill", "out-of-memory"),
-        (-signal.SIGSEGV, "signal", "SIGSEGV"),
-        (-signal.SIGABRT, "signal", "SIGABRT"),
-        (-200, "signal", "signal 200"),
-    ],
-)
-def test_exit_status_decoding(returncode, reason, words):
-    decoded = describe_exit(returncode)
-    assert decoded.reason == reason
-    assert words in decoded.description
 
 
 def test_a_worker_going_from_serving_straight_to_failed_is_allowed():

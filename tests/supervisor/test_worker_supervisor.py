@@ -12,9 +12,8 @@ import pytest
 
 from ipc.transport import make_runtime_dir, remove_runtime_dir
 from supervisor import config
-from supervisor.jobs import Job
+from supervisor.jobs import Job, JobOptions
 from supervisor.metrics import Metrics
-from supervisor.tryon_form import JobOptions
 from supervisor.worker_state import WorkerState
 from supervisor.worker_supervisor import WorkerSupervisor
 
@@ -65,7 +64,7 @@ async def test_an_undecodable_result_fails_the_job_and_restarts_the_worker(super
     worker = await supervisor_for("garbage_result")
     await asyncio.wait_for(worker.wait_ready(), 30)
     first_pid = worker.pid
-    result = await asyncio.wait_for(await worker.start_job(job()), 30)
+    result = await asyncio.wait_for((await worker.start_job(job())).outcome, 30)
     assert result.error_code == "backend_error"
     assert "could not be handled" in result.error_message
     await asyncio.wait_for(worker.wait_ready(), 30)  # a new worker took its place
@@ -76,7 +75,7 @@ async def test_an_undecodable_result_fails_the_job_and_restarts_the_worker(super
 async def test_a_worker_exiting_mid_job_fails_it_with_worker_crashed(supervisor_for):
     worker = await supervisor_for("exit_during_job")
     await asyncio.wait_for(worker.wait_ready(), 30)
-    result = await asyncio.wait_for(await worker.start_job(job()), 30)
+    result = await asyncio.wait_for((await worker.start_job(job())).outcome, 30)
     assert result.error_code == "worker_crashed"
     assert "status 3" in result.error_message
 
@@ -84,33 +83,14 @@ async def test_a_worker_exiting_mid_job_fails_it_with_worker_crashed(supervisor_
 async def test_a_result_for_another_job_is_ignored(supervisor_for):
     worker = await supervisor_for("wrong_job_id")
     await asyncio.wait_for(worker.wait_ready(), 30)
-    result = await asyncio.wait_for(await worker.start_job(job("mine")), 30)
+    result = await asyncio.wait_for((await worker.start_job(job("mine"))).outcome, 30)
     assert result.ok and result.image == b"png"
     assert worker.state is WorkerState.READY
 
 
 async def test_a_spawn_that_fails_is_retried_and_never_ends_supervision(supervisor_for):
     worker = await supervisor_for(None, command=("/nonexistent/python", "-m", "gpu_worker"))
-    await until(lambda: worker._generation_count >= 3)  # it keeps trying (backoff 0.1 s)
-    assert not worker._tasks[1].done(), "the lifecycle task died"
+    await until(lambda: worker.core.last_generation >= 3)  # it keeps trying (backoff 0.1 s)
+    await until(lambda: worker.core.last_generation >= 4)  # and goes on: supervision did not end
     assert worker.fatal == []
     assert worker.state is WorkerState.RESTARTING and worker.pid is None
-
-
-async def test_a_background_task_that_dies_of_a_bug_is_reported_not_silent():
-    from supervisor.worker_supervisor import watched
-
-    reported: list[str] = []
-
-    async def buggy():
-        raise RuntimeError("a bug")
-
-    task = watched(buggy(), "buggy-loop", reported.append)
-    with pytest.raises(RuntimeError):
-        await task
-    assert reported == ["task buggy-loop failed: RuntimeError: a bug"]
-    cancelled = watched(asyncio.sleep(10), "sleeper", reported.append)
-    cancelled.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await cancelled
-    assert len(reported) == 1  # a cancelled task is not a failure

@@ -28,6 +28,16 @@ class FailingLoad:
         raise AssertionError("unreachable")
 
 
+class Stamped(ReferenceBackend):
+    """The reference backend, its model version stamped with its process id: each worker of
+    a node reports a version of its own, so a test tells which worker ran a job from its
+    callback alone (a recycle by SIGUSR1 changes nothing else)."""
+
+    def load(self) -> LoadInfo:
+        info = super().load()
+        return info._replace(model_version=f"{info.model_version}+pid{os.getpid()}")
+
+
 class SlowLoad(ReferenceBackend):
     """The reference backend, after `load_seconds` of loading (hang: a very large number)."""
 

@@ -21,6 +21,8 @@ class FakeGpu:
     memory_total: int = 80 * 2**30
     temperature: int = 51
     power_mw: int = 312_500
+    # Compute processes on it: pid -> bytes it holds (None: NVML cannot say, as under WDDM).
+    processes: dict[int, int | None] = field(default_factory=dict)
     # Function name -> error class raised by that call for this GPU.
     failing: dict[str, type] = field(default_factory=dict)
 
@@ -85,6 +87,10 @@ class FakeNvml:
     def nvmlDeviceGetMemoryInfo(self, handle: int):
         gpu = self._device("nvmlDeviceGetMemoryInfo", handle)
         return SimpleNamespace(used=gpu.memory_used, total=gpu.memory_total, free=gpu.memory_total - gpu.memory_used)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list:
+        gpu = self._device("nvmlDeviceGetComputeRunningProcesses", handle)
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in gpu.processes.items()]
 
     def nvmlDeviceGetUtilizationRates(self, handle: int):
         gpu = self._device("nvmlDeviceGetUtilizationRates", handle)

@@ -8,6 +8,7 @@ CI pass without ever checking the rules or the exposition.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -41,6 +42,17 @@ def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
     )
 
 
+_COMMENTED_AUTHORIZATION = re.compile(r"^(\s*)# ((?:authorization:|  type: Bearer|  credentials_file: ).*)$", re.M)
+
+
+def with_authorization(text: str) -> str:
+    """The deploy scrape config with its commented-out bearer token block turned on, as an
+    operator whose nodes set `metrics.token` does."""
+    enabled = _COMMENTED_AUTHORIZATION.sub(r"\1\2", text)
+    assert enabled != text, "the scrape config has no commented authorization block"
+    return enabled
+
+
 class PrometheusServer:
     """Prometheus on 127.0.0.1 with the project's own scrape config and rules, aimed at one node.
 
@@ -51,7 +63,7 @@ class PrometheusServer:
     def __init__(self, workdir: Path, target: str, token: str | None) -> None:
         self.workdir = workdir
         self.port = free_port()
-        config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+        config = yaml.safe_load(with_authorization((DEPLOY / "prometheus.yml").read_text()))
         config["global"].update(scrape_interval="1s", evaluation_interval="1s")
         config["rule_files"] = [str(DEPLOY / name) for name in config["rule_files"]]
         (job,) = config["scrape_configs"]

@@ -1,8 +1,10 @@
 """The real worker process (`python -m gpu_worker`) driven by the test as its supervisor.
 
-For what the supervisor cannot ask for yet (cancelling a running job) and for start-up
-checks where only the worker's answer matters: the test binds the ROUTER socket, reads
-Hello then Ready or StartupFailed, and sends RunJob / CancelJob / Shutdown itself.
+For what only the wire can pin down: a cancel that lands at a chosen moment (mid-graph, or
+together with its job), and start-up checks where only the worker's answer matters (Ready,
+or StartupFailed with its reason and then its exit status). The test binds the ROUTER
+socket, reads Hello then Ready or StartupFailed, and sends RunJob / CancelJob / Shutdown
+itself. (Through the real node instead: tests/support/node.py.)
 """
 
 from __future__ import annotations

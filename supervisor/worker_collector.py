@@ -14,7 +14,7 @@ import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-PREFIX = "gpu_server"
+from supervisor.metrics import PREFIX
 
 
 class WorkerProcessCollector(Collector):

@@ -1,10 +1,10 @@
-"""The redelivery loop: due order, a cap on attempts at once, rescheduling, never losing one."""
+"""The delivery loop: due order, a cap on attempts from the spool, rescheduling, never losing one."""
 
 from __future__ import annotations
 
 import asyncio
 
-from supervisor.redelivery import Delivery, Redelivery, SpooledJob
+from supervisor.delivery import Delivery, DeliveryLoop, SpooledJob
 from supervisor.spool import SpoolRecord
 
 
@@ -31,7 +31,7 @@ async def test_due_deliveries_go_in_order_at_most_n_at_once():
         in_flight -= 1
         return None
 
-    loop = Redelivery(attempt, concurrency=2)
+    loop = DeliveryLoop(attempt, concurrency=2)
     for i, job_id in enumerate(["a", "b", "c", "d", "e"]):
         loop.schedule(delivery(job_id), 0.001 * i)
     task = asyncio.create_task(loop.run())
@@ -55,7 +55,7 @@ async def test_a_failed_attempt_is_rescheduled_and_a_crashing_one_kept():
             raise RuntimeError("a bug")
         return 0.01 if calls.count(d.record.job_id) < 3 else None
 
-    loop = Redelivery(attempt)
+    loop = DeliveryLoop(attempt)
     loop.schedule(delivery("again"), 0)
     loop.schedule(delivery("boom"), 0)
     task = asyncio.create_task(loop.run())
@@ -65,3 +65,33 @@ async def test_a_failed_attempt_is_rescheduled_and_a_crashing_one_kept():
     await asyncio.gather(task, return_exceptions=True)
     assert loop.get("again") is None  # done after its third attempt
     assert loop.get("boom") is not None  # the bug cost it a delay (60 s), not its place
+
+
+async def test_a_fresh_result_never_waits_behind_a_backlog_from_the_spool():
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def attempt(d: Delivery) -> float | None:
+        started.append(d.record.job_id)
+        if d.from_spool:
+            await release.wait()  # a slow Asset Service holds every attempt from disk
+        return None
+
+    loop = DeliveryLoop(attempt, concurrency=2)
+    for job_id in ("old-1", "old-2", "old-3"):
+        loop.schedule(delivery(job_id), 0)
+    fresh = delivery("fresh")
+    fresh.quick_attempts = 4  # a result of this process: its quick retries are ahead
+    task = asyncio.create_task(loop.run())
+    while len(started) < 2:
+        await asyncio.sleep(0.01)
+    loop.schedule(fresh, 0)
+    while "fresh" not in started:
+        await asyncio.sleep(0.01)
+    assert started == ["old-1", "old-2", "fresh"]  # old-3 waits for a place; fresh did not
+    release.set()
+    while len(loop):
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert started[-1] == "old-3"

@@ -6,7 +6,7 @@ import sys
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from supervisor.worker_process import WorkerProcessCollector
+from supervisor.worker_collector import WorkerProcessCollector
 
 
 def scrape(pid_of) -> dict[str, list]:

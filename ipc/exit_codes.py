@@ -1,0 +1,43 @@
+"""The worker's exit statuses: part of the wire contract between the worker and its supervisor.
+
+The worker ends with one of these, and the supervisor reads them: a start that failed on its
+configuration or on a missing model file is told apart from a crash of unknown cause (it is
+still retried like a crash, since files may still be mounting). Defined once, here, because
+both processes import `ipc/` and nothing else of each other.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class WorkerExit(enum.IntEnum):
+    STOPPED = 0  # asked to shut down (or its I/O loop ended in order)
+    INTERNAL_ERROR = 1  # a bug in the worker itself (logged there as `worker_internal_error`)
+    BAD_SPEC = 2  # started without a valid spec in its environment: not by `gpu-server serve`
+    LOAD_FAILED = 4  # the backend could not load (configuration, missing model file); reported first
+    PARENT_GONE = 5  # its supervisor is gone
+
+
+MEANINGS = {
+    WorkerExit.STOPPED: "stopped",
+    WorkerExit.INTERNAL_ERROR: "an internal error of the worker",
+    WorkerExit.BAD_SPEC: "no valid worker spec in its environment",
+    WorkerExit.LOAD_FAILED: "the backend could not load",
+    WorkerExit.PARENT_GONE: "its supervisor was gone",
+}
+
+# Starts that failed before the worker could serve: not crashes, though retried like them.
+STARTUP_FAILURES = frozenset({WorkerExit.BAD_SPEC, WorkerExit.LOAD_FAILED})
+
+
+def meaning(status: int) -> str | None:
+    """What a worker's exit status says, or None for a status the worker never uses."""
+    try:
+        return MEANINGS[WorkerExit(status)]
+    except ValueError:
+        return None
+
+
+def is_startup_failure(status: int) -> bool:
+    return status in STARTUP_FAILURES

@@ -1,0 +1,129 @@
+"""`gpu-server check-config`: what a start would find wrong, all at once, without starting.
+
+The schema and the rules between keys are `config.parse`'s. Here comes what only the
+machine can tell: the spool folder takes a write (or can be made), and the backend's files:
+for `comfyui` the ComfyUI root, the workflow, the mapping against it and the model files it
+names. Nothing here imports torch or ComfyUI (the supervisor never does), and nothing is
+changed on disk.
+
+A check is a function `(LoadedConfig) -> list[Problem]`. CHECKS run for every config,
+BACKEND_CHECKS[backend] for that backend: a new check (one that asks the engine, say) is
+one function and one entry there.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from gpu_worker.backends import comfyui_models, comfyui_settings, comfyui_workflow
+from supervisor.config import LoadedConfig
+from supervisor.config_check import Broken, Problem, check, key_lines, locate
+from supervisor.spool import PROBE_BYTES
+
+Check = Callable[[LoadedConfig], list[Problem]]
+
+
+def run(loaded: LoadedConfig) -> list[Problem]:
+    """Every problem a start of this config would meet, each with its line in the file.
+
+    `loaded.config` may be a PartialView of a file with problems: a check that needs a
+    key with a problem of its own is left out (its key is reported already)."""
+    problems: list[Problem] = []
+    try:
+        backend_checks = BACKEND_CHECKS.get(loaded.config.worker.backend, [])
+    except Broken:
+        backend_checks = []
+    for one_check in CHECKS + backend_checks:
+        try:
+            problems += one_check(loaded)
+        except Broken:
+            continue
+    try:
+        lines = key_lines(loaded.path.read_text(encoding="utf-8"))
+    except OSError:
+        lines = {}
+    return locate(problems, lines)
+
+
+def _as_problem(text: str) -> Problem:
+    """`key.path: message` (the backend modules' form) as a Problem."""
+    path, _, message = text.partition(": ")
+    return Problem(path, message)
+
+
+# --- every config ---------------------------------------------------------------------
+
+
+def spool_folder(loaded: LoadedConfig) -> list[Problem]:
+    """The start writes 1 MiB into the spool folder and refuses a folder that cannot take
+    it; the same probe here, or, for a folder not made yet, whether it can be made."""
+    folder = loaded.spool_dir
+    where = "spool.dir" if loaded.config.spool.dir else "spool.dir (default: spool/ beside the config file)"
+    if folder.exists():
+        if not folder.is_dir():
+            return [Problem(where, f"{folder} is not a folder")]
+        try:
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".check-config-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(b"\0" * PROBE_BYTES)
+                    f.flush()
+                    os.fsync(f.fileno())
+            finally:
+                os.unlink(probe)
+        except OSError as exc:
+            return [Problem(where, f"cannot write {PROBE_BYTES} bytes in {folder}: {exc.strerror or exc}")]
+        return []
+    parent = folder.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return [Problem(where, f"{folder} does not exist, and {parent} is not a folder it can be made in")]
+    return []
+
+
+# --- the comfyui backend --------------------------------------------------------------
+
+
+def comfyui_files(loaded: LoadedConfig) -> list[Problem]:
+    """model.comfyui: its keys, the ComfyUI root, the workflow, the mapping, the model files."""
+    key = comfyui_settings.DEFAULT_KEY
+    raw = loaded.config.model.comfyui
+    problems = check(raw, comfyui_settings.ComfyUISettings, key)
+    if problems:
+        return problems  # the paths below need the settings to be valid
+    settings = comfyui_settings.parse(raw, str(loaded.base_dir), key, check=False)
+    problems = [_as_problem(p) for p in comfyui_settings.path_problems(settings, key)]
+    if Path(settings.workflow).is_file():
+        try:
+            workflow = comfyui_workflow.load(settings.workflow)
+        except comfyui_workflow.WorkflowError as exc:
+            problems += [Problem(f"{key}.workflow", p) for p in exc.problems]
+        else:
+            problems += [_as_problem(p) for p in comfyui_workflow.check_without_engine(workflow, settings, key)]
+            problems += _model_files(settings, workflow, key)
+    return problems
+
+
+def _model_files(settings: comfyui_settings.ComfyUISettings, workflow: dict, key: str) -> list[Problem]:
+    models_dir = settings.models_dir or str(Path(settings.path) / "models")
+    if not Path(models_dir).is_dir():
+        if settings.models_dir is None and Path(settings.path).is_dir():
+            return [Problem(f"{key}.models_dir", f"not set, and the ComfyUI root has no models/ folder ({models_dir})")]
+        return []  # reported above
+    folders = comfyui_models.model_folders(models_dir, settings.extra_model_paths)
+    return [
+        Problem(
+            f"{key}.models_dir",
+            f"model file {m.file!r} (node {m.node_id!r} {m.class_type}, input {m.input!r}) is in none of the "
+            f"model folders ({models_dir}/*/" + (", extra_model_paths" if settings.extra_model_paths else "") + ")",
+        )
+        for m in comfyui_models.missing(comfyui_models.model_inputs(workflow), folders)
+    ]
+
+
+CHECKS: list[Check] = [spool_folder]
+BACKEND_CHECKS: dict[str, list[Check]] = {"comfyui": [comfyui_files]}

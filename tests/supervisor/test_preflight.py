@@ -1,0 +1,113 @@
+"""check-config's checks beyond the schema: the spool folder and the ComfyUI files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from supervisor import config, preflight
+from tests.support.node import REPO
+
+BASE = {"node_id": "n", "auth": {"tokens": ["0123456789abcdef"]}, "callback": {"url": "http://127.0.0.1:9/c", "token": "t"}}
+WORKFLOW = {
+    "1": {"class_type": "LoadImage", "inputs": {"image": "person.png"}},
+    "2": {"class_type": "LoadImage", "inputs": {"image": "garment.png"}},
+    "4": {"class_type": "VAELoader", "inputs": {"vae_name": "vae.safetensors"}},
+    "8": {"class_type": "ImageBlend", "inputs": {"image1": ["1", 0], "image2": ["2", 0], "vae": ["4", 0]}},
+    "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "x"}},
+}
+COMFYUI = {
+    "path": "ComfyUI", "workflow": "flow.json",
+    "inputs": {"person_image": {"node": "1", "input": "image"}, "garment_image": {"node": "2", "input": "image"}},
+    "output": {"node": "9", "input": "images"},
+}
+
+
+def loaded_from(tmp_path, **sections) -> config.LoadedConfig:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({**BASE, **sections}))
+    return config.load(path, {})
+
+
+def paths(problems) -> list[str]:
+    return [p.path for p in problems]
+
+
+def test_a_writable_spool_folder_or_one_that_can_be_made_passes(tmp_path):
+    assert preflight.run(loaded_from(tmp_path)) == []  # spool/ beside the file, made at start
+    (tmp_path / "spool").mkdir()
+    assert preflight.run(loaded_from(tmp_path)) == []
+    assert list((tmp_path / "spool").iterdir()) == []  # the probe left nothing
+
+
+def test_a_spool_that_is_a_file_or_under_a_file_is_a_problem(tmp_path):
+    (tmp_path / "blocker").write_text("")
+    (problem,) = preflight.run(loaded_from(tmp_path, spool={"dir": "blocker"}))
+    assert problem.path == "spool.dir" and "is not a folder" in problem.message
+    assert problem.line is not None
+    (problem,) = preflight.run(loaded_from(tmp_path, spool={"dir": "blocker/spool"}))
+    assert "does not exist" in problem.message
+
+
+@pytest.fixture
+def comfy(tmp_path):
+    root = tmp_path / "ComfyUI"
+    (root / "models" / "vae").mkdir(parents=True)
+    (root / "execution.py").touch()
+    (root / "nodes.py").touch()
+    (root / "models" / "vae" / "vae.safetensors").touch()
+    (tmp_path / "flow.json").write_text(json.dumps(WORKFLOW))
+    return tmp_path
+
+
+def with_comfyui(tmp_path, **changes) -> config.LoadedConfig:
+    return loaded_from(tmp_path, worker={"backend": "comfyui"}, model={"comfyui": {**COMFYUI, **changes}})
+
+
+def test_a_complete_comfyui_setup_passes(comfy):
+    assert preflight.run(with_comfyui(comfy)) == []
+
+
+def test_every_comfyui_problem_at_once(comfy):
+    (comfy / "ComfyUI" / "models" / "vae" / "vae.safetensors").unlink()
+    problems = preflight.run(with_comfyui(
+        comfy,
+        inputs={"person_image": {"node": "1", "input": "picture"}, "garment_image": {"node": "7", "input": "image"}},
+        extra_model_paths="absent.yaml",
+    ))
+    assert sorted(paths(problems)) == [
+        "model.comfyui.extra_model_paths",
+        "model.comfyui.inputs.garment_image",
+        "model.comfyui.inputs.person_image",
+        "model.comfyui.models_dir",
+    ]
+    (models,) = [p for p in problems if p.path.endswith("models_dir")]
+    assert "'vae.safetensors' (node '4' VAELoader, input 'vae_name')" in models.message
+    assert all(p.line is not None for p in problems)
+
+
+def test_a_missing_root_and_workflow_are_named(comfy):
+    problems = preflight.run(with_comfyui(comfy, path="elsewhere", workflow="absent.json"))
+    assert paths(problems) == ["model.comfyui.path", "model.comfyui.workflow"]
+
+
+def test_settings_keys_are_checked_every_one(comfy):
+    problems = preflight.run(with_comfyui(comfy, warmup="often", outptu={}))
+    assert [(p.path, p.message[:26]) for p in problems] == [
+        ("model.comfyui.outptu", "unknown key; did you mean "),
+        ("model.comfyui.warmup", "Expected `bool`, got `str`"),
+    ]
+
+
+def test_check_config_never_imports_torch_or_the_engine(comfy):
+    path = with_comfyui(comfy).path
+    code = (
+        "import sys; from supervisor import cli; rc = cli.main(['check-config', '--config', sys.argv[1]]);"
+        "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'comfy', 'nodes', 'execution')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.stdout.splitlines()[-1] == "0 []", result.stdout + result.stderr
