@@ -2,7 +2,9 @@
 
 Uses a node already running on the config's port, else starts one (and stops it after);
 starts the Asset Service stand-in on the port of `callback.url`; submits the generated
-sample images; waits for the callback; saves the output image; prints the timings.
+sample images; shows the job's progress while it runs (GET /jobs/{job_id}), and the job
+events the stand-in received (`events.url`); waits for the callback; saves the output
+image; prints the timings.
 """
 
 from __future__ import annotations
@@ -71,13 +73,18 @@ async def demo(config_path: Path, steps: int | None, output_format: str | None) 
 
     received: asyncio.Future = asyncio.get_running_loop().create_future()
     job_id = f"demo-{int(time.time() * 1000)}"
+    job_events: list[asset_service.Event] = []
 
     def on_callback(callback: asset_service.Received) -> None:
         if callback["fields"].get("job_id") == job_id and not received.done():
             received.set_result((time.perf_counter(), callback))
 
+    def on_event(event: asset_service.Event) -> None:
+        if event.get("job_id") == job_id:
+            job_events.append(event)
+
     try:
-        runner = await asset_service.start(cfg.callback.url, cfg.callback.token, on_callback)
+        runner = await asset_service.start(cfg.callback.url, cfg.callback.token, on_callback, on_event)
     except OSError as exc:
         raise SystemExit(stand_in_failed(cfg.callback.url, exc))
     print(f"Asset Service stand-in on {cfg.callback.url}")
@@ -112,6 +119,8 @@ async def demo(config_path: Path, steps: int | None, output_format: str | None) 
             if resp.status != 202:
                 raise SystemExit(f"POST /tryon answered {resp.status}: {body}")
             print(f"POST /tryon -> 202 {body}")
+            headers = {"X-Internal-Auth": cfg.auth.tokens[0]}
+            await show_progress(session, f"{base}/jobs/{job_id}", headers, received)
             t_callback, callback = await asyncio.wait_for(received, timeout=300)
         finally:
             if node is not None:
@@ -120,6 +129,10 @@ async def demo(config_path: Path, steps: int | None, output_format: str | None) 
             await runner.cleanup()
 
     fields = callback["fields"]
+    if job_events:
+        print("job events received by the stand-in (events.url):")
+        for event in job_events:
+            print(f"  {asset_service.describe_event(event)}")
     if fields.get("status") != "succeeded":
         raise SystemExit(f"the job failed: {fields.get('error_code')}: {fields.get('error_message')}")
     suffix = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(callback["content_type"], "bin")
@@ -132,6 +145,27 @@ async def demo(config_path: Path, steps: int | None, output_format: str | None) 
     print(f"  inference (node)            {int(fields['inference_time_ms']):8d} ms   model {fields['model_version']}")
     print(f"  total (node)                {int(fields['total_time_ms']):8d} ms")
     print(f"  output image                {out_path} ({len(callback['image'])} bytes)")
+
+
+async def show_progress(session: aiohttp.ClientSession, url: str, headers: dict, callback: asyncio.Future) -> None:
+    """A line per new position of the job, read from GET /jobs/{job_id}, until it has ended
+    (on a terminal, one line rewritten in place)."""
+    shown = None
+    in_place = sys.stdout.isatty()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        async with session.get(url, headers=headers) as response:
+            job = await response.json() if response.status == 200 else {}
+        progress, state = job.get("progress"), job.get("state")
+        line = f"  {state}" + (f": step {progress['step']}/{progress['total']}" if progress else "")
+        if state and line != shown:
+            print(("\r" + line.ljust(40)) if in_place else line, end="" if in_place else "\n", flush=True)
+            shown = line
+        if state not in (None, "queued", "running") or (state is None and callback.done()):
+            break
+        await asyncio.sleep(0.2)
+    if in_place and shown is not None:
+        print()
 
 
 def main() -> None:

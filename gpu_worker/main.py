@@ -5,7 +5,10 @@ Threads and sockets:
   inproc socket fed by the job thread, sends heartbeats on time whatever the model is
   doing, and forwards results (zero-copy) to the supervisor;
 - the job thread runs one job at a time on the engine and pushes the result frames
-  through its own inproc socket (ZeroMQ sockets are never shared between threads).
+  through its own inproc socket (ZeroMQ sockets are never shared between threads);
+- the job's progress (`progress.py`) is a position the job thread only records; the main
+  thread sends it on when it changed, at most every `progress.SEND_INTERVAL_S`, and once
+  more before the job's result.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import time
 
 import zmq
 
-from gpu_worker import wire
+from gpu_worker import progress, wire
 from gpu_worker.engine import BackendContext, Engine, JobInputs
 from gpu_worker.stdio import capture_stdout
 from ipc import codec, jsonlog
@@ -86,6 +89,7 @@ class WorkerProcess:
         self.results.bind(RESULTS_ENDPOINT)
         self.jobs: queue.Queue = queue.Queue()
         self.current_job: str | None = None
+        self.reporter: progress.Reporter | None = None  # the current job's position
         self.cancel_event = threading.Event()
         self.decoder = codec.supervisor_message_decoder()
 
@@ -133,24 +137,36 @@ class WorkerProcess:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self.results, zmq.POLLIN)
-        next_beat = time.monotonic()
+        next_beat = next_progress = time.monotonic()
         while True:
             now = time.monotonic()
             if now >= next_beat:
                 self.send(Heartbeat())
                 next_beat = now + interval
-            ready = dict(poller.poll(max(0.0, next_beat - now) * 1000))
+            wake = next_beat
+            if self.reporter is not None:
+                if now >= next_progress:
+                    self._send_progress()
+                    next_progress = now + progress.SEND_INTERVAL_S
+                wake = min(wake, next_progress)
+            ready = dict(poller.poll(max(0.0, wake - now) * 1000))
             if os.getppid() != self.spec.parent_pid:
                 events.error("worker_parent_gone", parent_pid=self.spec.parent_pid)
                 return WorkerExit.PARENT_GONE
             if self.results in ready:
+                self._send_progress()  # the last position goes before the result
                 # Forward the job thread's result as it is: no decode, no copy.
                 self.sock.send_multipart(self.results.recv_multipart(copy=False), copy=False)
-                self.current_job = None
+                self.current_job = self.reporter = None
             if self.sock in ready and not self._receive():
                 events.info("worker_stopping", busy=self.current_job is not None)
                 self.cancel_event.set()
                 return WorkerExit.STOPPED
+
+    def _send_progress(self) -> None:
+        position = self.reporter.take() if self.reporter is not None else None
+        if position is not None:
+            self.sock.send_multipart(wire.progress_frames(self.reporter.job_id, *position))
 
     def _receive(self) -> bool:
         """Handle one message from the supervisor; False when told to shut down.
@@ -175,7 +191,8 @@ class WorkerProcess:
                 return
             self.current_job = message.job_id
             self.cancel_event = threading.Event()
-            self.jobs.put((wire.job_inputs(message, blobs), self.cancel_event))
+            self.reporter = progress.Reporter(message.job_id)
+            self.jobs.put((wire.job_inputs(message, blobs), self.cancel_event, self.reporter))
         elif isinstance(message, CancelJob):
             if message.job_id == self.current_job:
                 self.cancel_event.set()
@@ -193,11 +210,14 @@ class WorkerProcess:
             push.send_multipart(self._run_one(engine, *item), copy=False)
             del item  # the inputs go now, not when the next job arrives
 
-    def _run_one(self, engine: Engine, inputs: JobInputs, cancelled: threading.Event) -> list:
+    def _run_one(
+        self, engine: Engine, inputs: JobInputs, cancelled: threading.Event, reporter: progress.Reporter
+    ) -> list:
         """The frames that end this job: a result or a failure, whatever happens here."""
         try:
             events.info("inference_started", job_id=inputs.job_id, seed=inputs.seed, steps=inputs.steps)
-            outcome = engine.run(inputs, cancelled)
+            with progress.reporting(reporter):
+                outcome = engine.run(inputs, cancelled)
             if outcome.output is not None:
                 out = outcome.output
                 events.info(

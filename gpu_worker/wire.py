@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from gpu_worker.engine import Engine, JobInputs, Outcome
 from ipc import codec
-from ipc.messages import JobFailed, JobSucceeded, Ready, RunJob
+from ipc.messages import JobFailed, JobProgress, JobSucceeded, Ready, RunJob
 
 
 def job_inputs(message: RunJob, blobs: Sequence[Any]) -> JobInputs:
@@ -54,3 +54,7 @@ def outcome_frames(job_id: str, outcome: Outcome) -> list[Any]:
 
 def failure_frames(job_id: str, code: str, message: str) -> list[Any]:
     return codec.encode(JobFailed(job_id=job_id, error_code=code, message=message))
+
+
+def progress_frames(job_id: str, step: int, total: int) -> list[Any]:
+    return codec.encode(JobProgress(job_id=job_id, step=step, total=total))

@@ -12,8 +12,9 @@ from typing import ClassVar, Union
 import msgspec
 
 # Bumped whenever a message changes shape. The worker sends it in Hello and the
-# supervisor refuses a worker that speaks another version. (2: Heartbeat carries nothing.)
-PROTOCOL_VERSION = 2
+# supervisor refuses a worker that speaks another version. (2: Heartbeat carries nothing;
+# 3: JobProgress.)
+PROTOCOL_VERSION = 3
 
 
 class Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=True):
@@ -47,6 +48,15 @@ class StartupFailed(Message, tag="startup_failed"):
 
 class Heartbeat(Message, tag="heartbeat"):
     """Proof of life from the worker's I/O thread; its arrival is all the supervisor reads."""
+
+
+class JobProgress(Message, tag="progress"):
+    """Where the running job is: `step` of `total` of its model's own loop (throttled in the
+    worker; the last step of a loop is always sent)."""
+
+    job_id: str
+    step: int
+    total: int
 
 
 class JobSucceeded(Message, tag="result"):
@@ -91,7 +101,7 @@ class Shutdown(Message, tag="shutdown"):
     pass
 
 
-WorkerMessage = Union[Hello, Ready, StartupFailed, Heartbeat, JobSucceeded, JobFailed]
+WorkerMessage = Union[Hello, Ready, StartupFailed, Heartbeat, JobProgress, JobSucceeded, JobFailed]
 SupervisorMessage = Union[RunJob, CancelJob, Shutdown]
 
 

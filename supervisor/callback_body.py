@@ -65,6 +65,7 @@ def spool_record(job: Job, body: Body, now: float) -> SpoolRecord:
         spooled_at=now,
         state=job.state.value,
         created_at=job.accepted_at,
+        started_at=job.started_at,
         timings_ms=job.timings_ms(),
         error_code=result.error_code,
         error_message=result.error_message,

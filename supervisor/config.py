@@ -55,6 +55,16 @@ class CallbackConfig(Section):
     signing_secret: str | None = None
 
 
+class EventsConfig(Section):
+    # Where job.started and job.progress go (best effort); unset: no events are sent.
+    url: str | None = None
+    # Sent as X-Internal-Auth; unset: callback.token.
+    token: Annotated[str, Meta(min_length=1)] | None = None
+    timeout_s: Seconds = 2.0
+    # job.progress at most once per this many seconds per job.
+    min_interval_s: Annotated[float, Meta(ge=0)] = 1.0
+
+
 class QueueConfig(Section):
     max_pending: Annotated[int, Meta(ge=0, le=10_000)] = 0
 
@@ -143,6 +153,7 @@ class Config(Section):
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
 
     def backend_settings(self) -> dict[str, Any]:
         """The `model.<backend>` section the worker's backend receives, as plain data."""
@@ -280,6 +291,14 @@ def _callback_url(config: Config) -> str | None:
     return None
 
 
+def _events_url(config: Config) -> str | None:
+    if config.events.url is not None:
+        url = urlsplit(config.events.url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            return "events.url: must be an http:// or https:// URL with a host"
+    return None
+
+
 def _image_limit_within_body_limit(config: Config) -> str | None:
     if config.images.max_bytes > config.server.max_body_bytes:
         return "images.max_bytes: larger than server.max_body_bytes, so it could never apply"
@@ -315,7 +334,7 @@ def _comfyui_settings_given(config: Config) -> str | None:
 
 RULES = [
     _callback_url, _image_limit_within_body_limit, _heartbeat_timeout, _signing_secret, _spool_backoff,
-    _comfyui_settings_given,
+    _comfyui_settings_given, _events_url,
 ]
 
 

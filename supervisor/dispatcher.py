@@ -12,6 +12,7 @@ import time
 
 from ipc.jsonlog import EventLog
 from supervisor.callback import CallbackSender
+from supervisor.events import EventSender
 from supervisor.jobs import Job, JobResult, JobState
 from supervisor.metrics import Metrics
 from supervisor.reasons import KillReason
@@ -31,6 +32,7 @@ class Dispatcher:
         metrics: Metrics,
         default_model_version: str | None = None,
         retry_crashed_jobs: bool = False,
+        job_events: EventSender | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.worker = worker
@@ -39,6 +41,8 @@ class Dispatcher:
         self.default_model_version = default_model_version
         # A job whose worker died under it runs once more on the next worker.
         self.retry_crashed_jobs = retry_crashed_jobs
+        # Job events for the orchestrator (events.url), best effort; None: not sent.
+        self.job_events = job_events
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -94,6 +98,8 @@ class Dispatcher:
                 "job_dispatched", job_id=job.job_id, attempt=job.attempts, worker_pid=handover.pid,
                 model_version=job.model_version, queue_ms=round((now - job.accepted_mono) * 1000, 1),
             )
+            if self.job_events is not None:
+                self.job_events.started(job)
             result = await handover.outcome
             if job.cancel_requested and result.error_code == "worker_crashed":
                 result = CANCELLED  # the cancel was answered 202; the crash only came first
@@ -151,6 +157,8 @@ class Dispatcher:
                 error_code=result.error_code, error_message=result.error_message,
             )
         self.callbacks.submit(job)
+        if self.job_events is not None:
+            self.job_events.forget(job)
         if self.scheduler.idle:
             self._idle.set()
         else:

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Annotated, Callable, Literal
 
 import msgspec
@@ -61,6 +62,16 @@ class JobResult:
         return cls(error_code=code, error_message=message, inference_ms=inference_ms)
 
 
+def rfc3339(unix_s: float) -> str:
+    """Unix seconds as the API writes times: RFC 3339, UTC, milliseconds."""
+    return datetime.fromtimestamp(unix_s, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def progress_body(progress: tuple[int, int] | None) -> dict[str, int] | None:
+    """A job's progress as the API writes it: {"step", "total"}, or null."""
+    return {"step": progress[0], "total": progress[1]} if progress is not None else None
+
+
 def _ms(start: float | None, end: float | None) -> int | None:
     return None if start is None or end is None else round((end - start) * 1000)
 
@@ -81,6 +92,10 @@ class Job:
     webhook_id: str = field(default_factory=lambda: f"msg_{uuid.uuid4().hex}")
     state: JobState = JobState.QUEUED
     dispatched_mono: float | None = None
+    # When its current (or last) run was handed to a worker; and how far that run got:
+    # (step, total) of the model's own loop, None until its first step.
+    started_mono: float | None = None
+    progress: tuple[int, int] | None = None
     finished_mono: float | None = None
     model_version: str | None = None
     result: JobResult | None = None
@@ -102,11 +117,23 @@ class Job:
         # The queue time ends at the first handover, also for a job run again.
         if self.dispatched_mono is None:
             self.dispatched_mono = now
+        self.started_mono, self.progress = now, None
         self.model_version = model_version
+
+    def mark_progress(self, step: int, total: int) -> None:
+        self.progress = (step, total)
+
+    @property
+    def started_at(self) -> float | None:
+        """Unix time its current (or last) run began on a worker; None until then."""
+        if self.started_mono is None:
+            return None
+        return self.accepted_at + (self.started_mono - self.accepted_mono)
 
     def mark_requeued(self) -> None:
         """Back to waiting for a worker, inputs kept (its worker died under it)."""
         self.state = JobState.QUEUED
+        self.started_mono = self.progress = None
 
     def mark_finished(self, result: JobResult, now: float) -> None:
         if result.ok:

@@ -7,23 +7,18 @@ waits in the spool, also one that ran before a restart (then known from its spoo
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from ipc.jsonlog import EventLog
 from supervisor.callback import CallbackSender
 from supervisor.dispatcher import CANCELLED, Dispatcher
 from supervisor.errors import ApiError
-from supervisor.jobs import Job, JobState, JobStore
+from supervisor.jobs import Job, JobState, JobStore, progress_body, rfc3339
 from supervisor.delivery import SpooledJob
 from supervisor.scheduler import Scheduler
 from supervisor.worker_supervisor import WorkerSupervisor
 
 events = EventLog("supervisor.jobs")
-
-
-def rfc3339(unix_s: float) -> str:
-    return datetime.fromtimestamp(unix_s, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def describe(job: Job | SpooledJob) -> dict[str, Any]:
@@ -32,12 +27,14 @@ def describe(job: Job | SpooledJob) -> dict[str, Any]:
         record = job.record
         state, error_code, error_message = record.state, record.error_code, record.error_message
         created_at, timings = record.created_at, dict(record.timings_ms)
+        started_at, progress = record.started_at, None  # how far it got is not kept
     else:
         result = job.result
         state = job.state.value
         error_code = result.error_code if result is not None else None
         error_message = result.error_message if result is not None else None
         created_at, timings = job.accepted_at, job.timings_ms()
+        started_at, progress = job.started_at, job.progress
     return {
         "job_id": job.record.job_id if isinstance(job, SpooledJob) else job.job_id,
         "state": state,
@@ -45,6 +42,8 @@ def describe(job: Job | SpooledJob) -> dict[str, Any]:
         "error_message": error_message,
         "created_at": rfc3339(created_at),
         "timings_ms": {key: timings.get(key) for key in ("queue", "inference", "total")},
+        "started_at": rfc3339(started_at) if started_at is not None else None,
+        "progress": progress_body(progress),
         "callback": {
             "state": job.callback_state.value,
             "attempts": job.callback_attempts,

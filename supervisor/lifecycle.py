@@ -18,14 +18,15 @@ from __future__ import annotations
 from typing import Any
 
 from ipc.messages import (
-    PROTOCOL_VERSION, CancelJob, Heartbeat, Hello, JobFailed, JobSucceeded, Ready, Shutdown, StartupFailed,
+    PROTOCOL_VERSION, CancelJob, Heartbeat, Hello, JobFailed, JobProgress, JobSucceeded, Ready, Shutdown,
+    StartupFailed,
 )
 from supervisor.generation import Generation, Phase, RunningJob
 from supervisor.jobs import JobResult
 from supervisor.lifecycle_events import (
     AbortAsked, Action, CancelAsked, CountOverlap, CountRestart, EndJob, Exited, GiveUp, JobOffered, Kill, Limits,
-    Outbox, Received, Reconfigured, RefuseJob, ReportReady, ReportState, Send, SendFailed, SendJob, Spawn,
-    SpawnFailed, Spawned, Start, StopAsked, Timer, TimerFired, TimerKind, Undecodable, handler_name,
+    Outbox, Received, Reconfigured, RefuseJob, ReportProgress, ReportReady, ReportState, Send, SendFailed, SendJob,
+    Spawn, SpawnFailed, Spawned, Start, StopAsked, Timer, TimerFired, TimerKind, Undecodable, handler_name,
 )
 from supervisor.lifecycle_recycle import Recycling
 from supervisor.overlap import OverlapResult
@@ -233,6 +234,12 @@ class Lifecycle(Recycling):
 
     def got_heartbeat(self, gen: Generation, message: Heartbeat, blobs: tuple) -> None:
         pass  # its arrival is the news (last_heard)
+
+    def got_job_progress(self, gen: Generation, message: JobProgress, blobs: tuple) -> None:
+        # Only for the job this generation holds: a report that crossed its job's end (or
+        # came from a worker being replaced) is about nothing the node still runs there.
+        if gen.holds(message.job_id):
+            self._out.emit(ReportProgress(message.job_id, message.step, message.total))
 
     def got_job_ended(self, gen: Generation, message: JobSucceeded | JobFailed, blobs: tuple) -> None:
         if not gen.holds(message.job_id):

@@ -209,6 +209,15 @@ class EndJob:
 
 
 @dataclass(frozen=True)
+class ReportProgress:
+    """The job a worker holds reached `step` of `total` (its model's own loop)."""
+
+    job_id: str
+    step: int
+    total: int
+
+
+@dataclass(frozen=True)
 class RefuseJob:
     """The job was not handed over: it is still the caller's."""
 
@@ -283,7 +292,7 @@ Event = (
     | JobOffered | CancelAsked | RecycleAsked | AbortAsked | StopAsked | Reconfigured | MemoryMeasured
 )
 Action = (
-    Spawn | Kill | Send | SendJob | EndJob | RefuseJob | SetTimer | CancelTimer | ReportState
+    Spawn | Kill | Send | SendJob | EndJob | ReportProgress | RefuseJob | SetTimer | CancelTimer | ReportState
     | ReportReady | CountRestart | MeasureMemory | CountOverlap | GiveUp | Log
 )
 

@@ -45,6 +45,10 @@ JOB_OUTCOMES = (
 RESTART_REASONS = tuple(reason.value for reason in RestartReason)
 OVERLAP_RESULTS = tuple(result.value for result in OverlapResult)
 CALLBACK_RESULTS = ("success", "retry", "failure", "undeliverable")
+EVENT_TYPES = ("job.started", "job.progress")
+# sent: a 2xx; failed: an error or another status; dropped: not sent (the job's previous
+# event still in flight, or the node draining).
+EVENT_RESULTS = ("sent", "failed", "dropped")
 
 
 class Metrics:
@@ -79,6 +83,9 @@ class Metrics:
             "Time of one callback attempt",
             buckets=CALLBACK_BUCKETS,
             registry=r,
+        )
+        self.events = Counter(
+            f"{PREFIX}_events", "Job events (events.url) by type and result", ["type", "result"], registry=r
         )
         self.spool_pending = Gauge(
             f"{PREFIX}_spool_pending", "Results in the spool waiting for delivery", registry=r
@@ -117,6 +124,9 @@ class Metrics:
             self.worker_overlap.labels(result)
         for result in CALLBACK_RESULTS:
             self.callback_attempts.labels(result)
+        for kind in EVENT_TYPES:
+            for result in EVENT_RESULTS:
+                self.events.labels(kind, result)
 
     def bind_state(
         self,

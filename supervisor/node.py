@@ -28,6 +28,7 @@ from supervisor.callback import CallbackSender
 from supervisor import config as config_module
 from supervisor.config import LoadedConfig
 from supervisor.dispatcher import Dispatcher
+from supervisor.events import EventSender
 from supervisor.gpu_collector import GpuCollector
 from supervisor.gpu_selection import GpuRef, worker_gpus
 from supervisor.jobs import JobResult, JobStore
@@ -75,9 +76,11 @@ class Node:
         self.worker.on_failed = lambda why: self._stop_requests.put_nowait(WORKER_FAILED)
         self.spool = Spool(loaded.spool_dir, on_quarantine=self.metrics.spool_quarantined.inc)
         self.callbacks = CallbackSender(cfg.callback, cfg.node_id, self.metrics, self.spool, cfg.spool)
+        self.job_events = EventSender(cfg.events, cfg.callback, cfg.node_id, self.metrics)
+        self.worker.on_progress = self.job_events.progress
         self.dispatcher = Dispatcher(
             self.scheduler, self.worker, self.callbacks, self.metrics, cfg.model.version,
-            cfg.worker.retry_crashed_jobs,
+            cfg.worker.retry_crashed_jobs, self.job_events,
         )
         self.admission = Admission(
             cfg, self.jobs, self.scheduler, self.metrics, self.readiness, self.dispatcher.wake, self.spool.holds
@@ -141,6 +144,7 @@ class Node:
                 config=str(self.loaded.path),
             )
             await self.callbacks.start()
+            await self.job_events.start()
             await self.worker.start()
             dispatcher = watched(self.dispatcher.run(), "dispatcher", self._fatal)
             while True:
@@ -161,6 +165,7 @@ class Node:
         finally:
             if dispatcher is not None:
                 dispatcher.cancel()
+            await self.job_events.close()
             server.close()
             await server.wait_closed()
             remove_runtime_dir(self.runtime_dir)
@@ -196,6 +201,7 @@ class Node:
         """Stop now: unfinished jobs end with `shutdown`, their results are not waited for."""
         events.info("shutdown_started", signal="SIGQUIT", drain_timeout_s=0)
         self.draining = True
+        self.job_events.drain()
         self._end_unfinished(
             JobResult.failure("shutdown", "the node was stopped at once (SIGQUIT)"), KillReason.QUIT
         )
@@ -245,6 +251,7 @@ class Node:
         self.scheduler.max_pending = cfg.queue.max_pending
         self.admission.config = cfg
         self.callbacks.reconfigure(cfg.callback, cfg.spool)
+        self.job_events.reconfigure(cfg.events, cfg.callback)
         self.dispatcher.retry_crashed_jobs = cfg.worker.retry_crashed_jobs
         self.dispatcher.default_model_version = cfg.model.version
         self.worker.reconfigure(loaded)
@@ -256,6 +263,7 @@ class Node:
         Another stop request during the drain (a second signal) cuts every wait short.
         """
         self.draining = True
+        self.job_events.drain()
         current = self.scheduler.current
         events.info(
             "shutdown_started", signal=why, drain_timeout_s=drain_s,

@@ -52,6 +52,7 @@ class SpoolRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     timings_ms: dict[str, int | None]
     error_code: str | None = None
     error_message: str | None = None
+    started_at: float | None = None  # Unix seconds its (last) run began on a worker
 
 
 class SpoolCorrupt(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from supervisor.jobs import JobState, progress_body
 from supervisor.nvml import GpuStats
 from supervisor.worker_state import SERVING, WorkerState
 
@@ -40,6 +41,7 @@ def health_body(node, status: str) -> dict[str, Any]:
 def gpu_status_body(node, gpus: Sequence[GpuStats] = ()) -> dict[str, Any]:
     scheduler = node.scheduler
     current = scheduler.current
+    running = current is not None and current.state is JobState.RUNNING
     return {
         "node_id": node.config.node_id,
         "busy": scheduler.busy,
@@ -54,6 +56,8 @@ def gpu_status_body(node, gpus: Sequence[GpuStats] = ()) -> dict[str, Any]:
             # A recycle with overlap: the worker loading beside this one, {state, pid}, else null.
             "next": node.worker.next_worker,
         },
+        # The running job's last step; null before its first step and between jobs.
+        "current_job_progress": progress_body(current.progress if running else None),
         # From NVML (read off the event loop by the route); [] where there is no driver.
         "gpus": [gpu.as_dict() for gpu in gpus],
     }

@@ -33,8 +33,8 @@ from supervisor.lifecycle import Lifecycle
 from supervisor.lifecycle_events import (
     STOP_GRACE_S, AbortAsked, Action, CancelAsked, CancelTimer, CountOverlap, CountRestart, EndJob, Exited, GiveUp,
     JobOffered, Kill, Limits, Log, MeasureMemory, MemoryMeasured, Received, Reconfigured, RecycleAsked, RefuseJob,
-    ReportReady, ReportState, Send, SendFailed, SendJob, SetTimer, Spawn, SpawnFailed, Spawned, Start, StopAsked,
-    Timer, TimerFired, Undecodable,
+    ReportProgress, ReportReady, ReportState, Send, SendFailed, SendJob, SetTimer, Spawn, SpawnFailed, Spawned,
+    Start, StopAsked, Timer, TimerFired, Undecodable,
 )
 from supervisor.memory_probe import MemoryProbe
 from supervisor.metrics import Metrics
@@ -79,6 +79,8 @@ class WorkerSupervisor:
         # Measures memory for `worker.overlap: auto` (NVML for a CUDA worker: the node's).
         self.probe = probe or MemoryProbe(Nvml())
         self.on_ready: Callable[[Ready], None] | None = None
+        # Called when a running job's progress changed (after the job records it).
+        self.on_progress: Callable[[Job], None] = lambda job: None
         # Called if a background task of this class dies of a bug: the node cannot go on.
         self.on_fatal: Callable[[str], None] = lambda why: None
         # Called once the worker is given up for a crash loop (state FAILED).
@@ -102,7 +104,7 @@ class WorkerSupervisor:
             EndJob: self._end_job, RefuseJob: self._refuse_job, SetTimer: self._set_timer,
             CancelTimer: self._cancel_timer, ReportState: self._report_state, ReportReady: self._report_ready,
             CountRestart: self._count_restart, MeasureMemory: self._measure, CountOverlap: self._count_overlap,
-            GiveUp: self._give_up, Log: self._log,
+            GiveUp: self._give_up, Log: self._log, ReportProgress: self._report_progress,
         }
 
     # --- what the rest of the supervisor reads ------------------------------------
@@ -299,6 +301,12 @@ class WorkerSupervisor:
         entry = self._jobs.pop(action.job_id, None)
         if entry is not None and not entry[1].done():
             entry[1].set_result(action.result)
+
+    def _report_progress(self, action: ReportProgress) -> None:
+        entry = self._jobs.get(action.job_id)
+        if entry is not None and not entry[1].done():
+            entry[0].mark_progress(action.step, action.total)
+            self.on_progress(entry[0])
 
     def _refuse_job(self, action: RefuseJob) -> None:
         pass  # start_job reads it from what _feed returns

@@ -8,6 +8,7 @@ one warm-up run so the weights are loaded and resident before the node says read
 Run: decode the images, shape the workflow for the job (`comfyui_workflow`), execute it on
 the long-lived executor (its caches keep every loader's output, so no job reloads weights),
 read the image our capture node took, encode it. Inference time is the graph execution only.
+The sampler's steps are the job's progress (`comfyui_progress`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import uuid
 
 from gpu_worker import imaging
-from gpu_worker.backends import comfyui_settings, comfyui_workflow
+from gpu_worker.backends import comfyui_progress, comfyui_settings, comfyui_workflow
 from gpu_worker.backends.comfyui_models import MODEL_FILE_SUFFIXES
 from gpu_worker.backends.comfyui_runtime import OOM_TYPES, ComfyUIRuntime, GraphResult
 from gpu_worker.backends.comfyui_settings import ComfyUISettings
@@ -44,6 +45,7 @@ class ComfyUIBackend:
         self.workflow: dict = {}
         self.runtime: ComfyUIRuntime | None = None
         self.exchange = None
+        self.progress: comfyui_progress.SamplerProgress | None = None
 
     # --- load --------------------------------------------------------------------------
 
@@ -61,6 +63,7 @@ class ComfyUIBackend:
             events.info("comfyui_stand_ins", packages=self.runtime.stand_ins,
                         note="not installed; the engine's nodes that need them fail when used")
         self.engine_started()
+        self.progress = comfyui_progress.install(self.runtime.node_types)  # before any graph runs
         self._check_workflow()
         if self.settings.warmup:
             self._warm_up()
@@ -170,13 +173,16 @@ class ComfyUIBackend:
         from gpu_worker.backends.comfyui_nodes import to_pil, to_tensor
 
         assert self.runtime is not None and self.settings is not None and self.exchange is not None
+        assert self.progress is not None
         tag = uuid.uuid4().hex[:12]  # unique per run: the engine's cache must not reuse our inputs
         keys = JobKeys(f"{tag}:person", f"{tag}:garment", f"{tag}:output")
         self.exchange.put(keys.person, to_tensor(person))
         self.exchange.put(keys.garment, to_tensor(garment))
         try:
             graph = comfyui_workflow.job_prompt(self.workflow, self.settings, keys, seed=seed, steps=steps, prompt=prompt)
-            result = self.runtime.execute(graph, f"{job_id}:{tag}", [OUTPUT_NODE_ID], cancelled)
+            prompt_id = f"{job_id}:{tag}"
+            with self.progress.watching(prompt_id, graph):
+                result = self.runtime.execute(graph, prompt_id, [OUTPUT_NODE_ID], cancelled)
             captured = self.exchange.pop(keys.output)
         finally:
             self.exchange.pop(keys.person)

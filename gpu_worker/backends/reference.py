@@ -9,7 +9,7 @@ steps, cancellation, timings, encoding) is exercised on a laptop CPU or a GPU:
 3. scale and place it on the torso area; size and offset jitter with the seed;
 4. `steps` passes of a 5x5 Gaussian over the mask, each re-blending the image, so the
    work, and the time a job takes, grow with `steps`; cancellation is checked between
-   passes;
+   passes, and each pass is reported as a step (`progress`);
 5. encode in the requested format.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 
-from gpu_worker import imaging
+from gpu_worker import imaging, progress
 from gpu_worker.engine import BackendContext, JobCancelled, JobError, JobInputs, JobOutput, LoadInfo
 
 VERSION = "1"
@@ -120,12 +120,13 @@ class ReferenceBackend:
         mask[0, 0, top : top + box_h, left : left + box_w] = alpha
         hard = mask.clone()
         out = person
-        for _ in range(steps):
+        for step in range(steps):
             if cancelled.is_set():
                 raise JobCancelled("cancelled between steps")
             # Feather the seam a little more each step, keeping the garment's core opaque.
             mask = torch.maximum(F.conv2d(mask, self.kernel, padding=2), hard * 0.98)
             out = torch.lerp(person, canvas, mask[0])
+            progress.report(step + 1, steps)
         return out
 
     def _synchronize(self) -> None:

@@ -50,6 +50,8 @@ def test_panels_the_issue_asks_for():
                  "gpu_server_worker_overlap_total",
                  "gpu_server_gpu_utilization_ratio", "gpu_server_gpu_memory_used_bytes"):
         assert name in queries, name
+    # Job events (events.url) by type and result: sent, failed, dropped.
+    assert "sum by (type, result) (rate(gpu_server_events_total" in queries
 
 
 def test_queries_are_per_node():

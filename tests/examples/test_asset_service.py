@@ -30,3 +30,16 @@ async def test_started_with_port_it_takes_a_callback_and_saves_the_image(stand_i
             assert response.status == 200
             assert (await response.json())["job_id"] == "job-7"
     assert (stand_in.out / "job-7.png").read_bytes() == b"\x89PNG fake"
+
+
+async def test_it_takes_job_events_on_events_and_prints_each(stand_in):
+    event = {"type": "job.progress", "job_id": "job-8", "user_id": "u", "session_id": "s", "node_id": "n",
+             "step": 3, "total": 8, "at": "2026-01-01T00:00:00.000Z"}
+    url = f"http://127.0.0.1:{stand_in.port}/events"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        async with session.post(url, json=event, headers={"X-Internal-Auth": "wrong"}) as refused:
+            assert refused.status == 401
+        async with session.post(url, json=event, headers={"X-Internal-Auth": "cb-token"}) as response:
+            assert response.status == 200
+    line = stand_in.stdout.readline()  # pytest-timeout bounds the wait
+    assert line.strip() == "event: job.progress job-8 step 3/8 at 2026-01-01T00:00:00.000Z", line

@@ -24,7 +24,10 @@ async def test_every_protected_route_wants_a_valid_token(node, http, method, pat
 async def test_gpu_status_with_the_token(node):
     code, body = node.get("/gpu/status", token=TOKEN)
     assert code == 200
-    assert set(body) == {"node_id", "busy", "current_job_id", "queue_length", "queue_capacity", "worker", "gpus"}
+    assert set(body) == {
+        "node_id", "busy", "current_job_id", "queue_length", "queue_capacity", "worker", "current_job_progress", "gpus",
+    }
+    assert body["current_job_progress"] is None  # no job runs
     assert set(body["worker"]) == {"state", "pid", "restarts", "model_loaded", "next"}
     assert body["worker"]["next"] is None  # no recycle under way
     assert body["worker"]["state"] == "ready" and body["worker"]["model_loaded"] is True

@@ -6,7 +6,7 @@ import zmq
 
 from ipc import codec
 from ipc.messages import (
-    PROTOCOL_VERSION, CancelJob, Heartbeat, Hello, JobFailed, JobSucceeded, Ready, RunJob, Shutdown,
+    PROTOCOL_VERSION, CancelJob, Heartbeat, Hello, JobFailed, JobProgress, JobSucceeded, Ready, RunJob, Shutdown,
     StartupFailed, WorkerSpec, decode_spec, encode_spec,
 )
 
@@ -15,6 +15,7 @@ WORKER_MESSAGES = [
     Ready(backend="reference", model_version="reference-1", device="cpu", load_time_s=1.5, torch_version="2.13.0"),
     StartupFailed(reason="FileNotFoundError", message="no weights"),
     Heartbeat(),
+    JobProgress(job_id="j1", step=3, total=8),
     JobFailed(job_id="j1", error_code="out_of_memory", message="CUDA OOM", inference_ms=12.5),
 ]
 SUPERVISOR_MESSAGES = [CancelJob(job_id="j1"), Shutdown()]

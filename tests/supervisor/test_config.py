@@ -38,6 +38,8 @@ def test_minimal_file_gets_the_contract_defaults():
     assert config.callback.signing_secret is None
     assert config.jobs.retention_s == 3600 and config.shutdown.drain_timeout_s == 60
     assert config.logging.level == "INFO" and config.metrics.token is None
+    assert config.events.url is None and config.events.token is None
+    assert config.events.timeout_s == 2 and config.events.min_interval_s == 1
 
 
 def test_environment_expansion_with_defaults_and_type_conversion():
@@ -90,6 +92,15 @@ def test_required_keys():
 def test_callback_url_must_be_http_with_a_host(url):
     problems = problems_of(MINIMAL.replace("http://127.0.0.1:9/cb", url))
     assert problems == ["callback.url: must be an http:// or https:// URL with a host (line 4)"]
+
+
+@pytest.mark.parametrize("url", ["ftp://x/events", "127.0.0.1:9/events", "http:///nohost"])
+def test_events_url_must_be_http_with_a_host(url):
+    problems = problems_of(MINIMAL + f"events: {{url: '{url}', timeout_s: 0}}\n")
+    assert problems == [
+        "events.timeout_s: Expected `float` > 0.0 (line 5)",
+        "events.url: must be an http:// or https:// URL with a host (line 5)",
+    ]
 
 
 def test_short_tokens_are_refused():

@@ -8,14 +8,14 @@ from typing import get_args
 
 import pytest
 
-from ipc.messages import PROTOCOL_VERSION, CancelJob, Hello, Shutdown, WorkerMessage
+from ipc.messages import PROTOCOL_VERSION, CancelJob, Hello, JobProgress, Shutdown, WorkerMessage
 from supervisor import lifecycle_events
 from supervisor.lifecycle import Lifecycle
 from supervisor.jobs import JobResult
 from supervisor.lifecycle_events import (
     AbortAsked, CancelAsked, CountRestart, EndJob, GiveUp, JobOffered, Limits, Reconfigured, RecycleAsked,
-    RefuseJob, ReportReady, ReportState, Send, SendFailed, SendJob, SetTimer, SpawnFailed, Start, StopAsked, Timer,
-    TimerKind, Undecodable,
+    RefuseJob, ReportProgress, ReportReady, ReportState, Send, SendFailed, SendJob, SetTimer, SpawnFailed, Start,
+    StopAsked, Timer, TimerKind, Undecodable,
 )
 from supervisor.overlap import OverlapMode
 from supervisor.reasons import KillReason, RestartReason
@@ -91,6 +91,24 @@ def test_cancel_goes_to_the_worker_holding_the_job_only():
     assert d.feed(CancelAsked("nobody")) == []
     d.feed(JobOffered("j1"))
     assert d.of(Send, d.feed(CancelAsked("j1"))) == [Send(1, CancelJob(job_id="j1"))]
+
+
+def test_progress_goes_to_the_job_its_worker_holds_and_nowhere_else():
+    d = Driver().start()
+    d.feed(JobOffered("j1"))
+    assert d.message(1, JobProgress(job_id="j1", step=2, total=8)) == [ReportProgress("j1", 2, 8)]
+    assert d.message(1, JobProgress(job_id="j0", step=8, total=8)) == []  # a job it no longer holds
+    d.advance(1)
+    assert d.of(ReportProgress, d.heartbeat(1)) == [] and d.core.state is S.BUSY
+    d.succeed(1, "j1")
+    assert d.message(1, JobProgress(job_id="j1", step=8, total=8)) == []  # crossed its result
+    # A worker that died: its late report is dropped, the next worker's job is not touched.
+    d.feed(JobOffered("j2"))
+    d.exit(1, SIGSEGV)
+    d.bring_up(2)
+    d.feed(JobOffered("j3"))
+    assert d.of(ReportProgress, d.message(1, JobProgress(job_id="j3", step=1, total=4))) == []
+    assert d.message(2, JobProgress(job_id="j3", step=1, total=4)) == [ReportProgress("j3", 1, 4)]
 
 
 def test_every_event_and_every_message_a_worker_can_send_has_a_rule():

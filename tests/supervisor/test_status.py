@@ -44,6 +44,30 @@ def test_gpu_status_lists_gpus_in_the_documented_shape():
     item = spec["components"]["schemas"]["GpuStatus"]["properties"]["gpus"]["items"]
     assert set(body) == set(item["required"]) == set(item["properties"])
     assert body["index"] == 1 and body["uuid"] == "GPU-1" and body["power_watts"] is None
+    status = spec["components"]["schemas"]["GpuStatus"]
+    assert set(gpu_status_body(node)) == set(status["required"]) == set(status["properties"])
+
+
+def test_gpu_status_tells_the_running_jobs_last_step_only():
+    import time
+    from types import SimpleNamespace
+
+    from supervisor.jobs import Job, JobOptions
+    from supervisor.status import gpu_status_body
+
+    job = Job("j1", "u", "s", "qwen", JobOptions(), b"p", b"g", time.monotonic())
+    node = SimpleNamespace(
+        config=SimpleNamespace(node_id="n1"),
+        scheduler=SimpleNamespace(current=job, busy=True, queue_length=0, max_pending=0),
+        worker=SimpleNamespace(state=S.BUSY, pid=42, restarts=0, model_loaded=True, next_worker=None),
+    )
+    assert gpu_status_body(node)["current_job_progress"] is None  # queued: not started
+    job.mark_dispatched(time.monotonic(), "m")
+    assert gpu_status_body(node)["current_job_progress"] is None  # running, no step yet
+    job.mark_progress(3, 8)
+    assert gpu_status_body(node)["current_job_progress"] == {"step": 3, "total": 8}
+    node.scheduler.current = None
+    assert gpu_status_body(node)["current_job_progress"] is None
 
 
 def test_gpu_status_shows_the_next_worker_of_a_recycle_in_the_documented_shape():

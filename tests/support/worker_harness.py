@@ -19,7 +19,7 @@ from typing import Any
 import zmq
 
 from ipc import codec, transport
-from ipc.messages import SPEC_ENV, Heartbeat, Hello, Shutdown, WorkerSpec, encode_spec
+from ipc.messages import SPEC_ENV, Heartbeat, Hello, JobProgress, Shutdown, WorkerSpec, encode_spec
 from tests.support.logfile import read_events, wait_for_event
 from tests.support.node import REPO
 
@@ -41,6 +41,7 @@ class WorkerHarness:
         self.stdout_path = workdir / "worker.stdout.log"
         self.process: subprocess.Popen | None = None
         self.identity: bytes | None = None
+        self.progress: list[JobProgress] = []  # every progress report, in order
 
     def start(self) -> WorkerHarness:
         self.sock.bind(self.endpoint)
@@ -54,7 +55,8 @@ class WorkerHarness:
         return self
 
     def receive(self, timeout: float = 120.0, skip_heartbeats: bool = True) -> Any:
-        """The next message from the worker (Ready, StartupFailed, JobSucceeded, ...)."""
+        """The next message from the worker (Ready, StartupFailed, JobSucceeded, ...);
+        progress reports are kept in `progress`, not returned."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -64,6 +66,9 @@ class WorkerHarness:
             self.identity = identity
             message, _ = self.decoder.decode(frames)
             if skip_heartbeats and isinstance(message, Heartbeat):
+                continue
+            if isinstance(message, JobProgress):
+                self.progress.append(message)
                 continue
             return message
 
