@@ -19,8 +19,8 @@ When the engine has started, before the workflow is checked or run, it
   warm-up), one `qwen_test_job_calls` event: how many times the text encoder, its vision
   tower, the diffusion model and the VAE ran, and whether a model file was loaded again
   (the production backend's `comfyui_graph_executed` has the per-node seconds);
-- logs `qwen_test_sampling_step` at each sampler step (the engine's progress hook), so a
-  test knows when sampling is under way.
+A test knows that sampling is under way from the node itself: the sampler's steps reach
+`GET /jobs/{id}` (`progress`) through the production backend's progress hook.
 
 `ensure_test_weights()` writes the random-weight files once per version into `.venv/`;
 `qwen_settings()` makes the settings (any key of production's section can be overridden,
@@ -169,10 +169,8 @@ class QwenTestBackend(TestComfyUIBackend):
         self.shrink = Shrink(**test.get("shrink", {}))
         self.fp8_diffusion_storage = bool(test.get("fp8_diffusion_storage", False))
         self.calls = CallCounter()
-        self.current_job: str | None = None
 
     def engine_started(self) -> None:
-        import comfy.utils
         from comfy.cli_args import args
 
         qwen_shrink.shrink_text_encoder(self.shrink)
@@ -180,12 +178,8 @@ class QwenTestBackend(TestComfyUIBackend):
         if self.fp8_diffusion_storage:
             args.fp8_e4m3fn_unet = True  # read when the diffusion model loads
         self.calls.install()
-        comfy.utils.set_progress_bar_global_hook(self._sampling_step)
         events.info("qwen_test_engine_shrunk", shrink=self.shrink.as_dict(),
                     fp8_diffusion_storage=self.fp8_diffusion_storage)
-
-    def _sampling_step(self, value, total, preview=None, **_: Any) -> None:
-        events.info("qwen_test_sampling_step", job_id=self.current_job, step=int(value), total=int(total))
 
     def _warm_up(self) -> None:
         self._counted_run("warmup", super()._warm_up)
@@ -194,7 +188,6 @@ class QwenTestBackend(TestComfyUIBackend):
         return self._counted_run(inputs.job_id, lambda: super(QwenTestBackend, self).run(inputs, cancelled))
 
     def _counted_run(self, job_id: str, run):
-        self.current_job = job_id
         before = self.calls.snapshot()
         try:
             return run()
@@ -202,4 +195,3 @@ class QwenTestBackend(TestComfyUIBackend):
             after = self.calls.snapshot()
             events.info("qwen_test_job_calls", job_id=job_id,
                         calls={name: after[name] - before[name] for name in after})
-            self.current_job = None
