@@ -6,7 +6,7 @@ CONFIG ?= conf/config.yaml
 # Reinstall when the dependency declarations change.
 DEPS := setup.cfg pyproject.toml constraints.txt
 
-.PHONY: install install-dev tools run test bench demo check-config clean
+.PHONY: install install-dev tools run test bench demo check-config gpu-wheels clean
 
 install: $(VENV)/.installed-runtime
 install-dev: $(VENV)/.installed-dev
@@ -70,6 +70,12 @@ test: install-dev tools $(VENV)/.installed-comfyui
 bench: install-dev
 	$(BIN)/python bench/bench_tryon.py
 	$(BIN)/python bench/recycle_overlap.py
+
+# Wheels for an offline GPU host (Python 3.12, x86-64, with its own CUDA torch and torchvision):
+# the project and every other dependency of the node, ComfyUI's engine and bench/qwen_gpu.py,
+# into dist/gpu-wheels/ (fails above 60 MiB). Needs PyPI; see deploy/gpu_wheels.py.
+gpu-wheels: $(VENV)/.installed-comfyui
+	$(BIN)/python deploy/gpu_wheels.py --dest dist/gpu-wheels
 
 demo: install
 	$(BIN)/python examples/demo.py --config $(CONFIG)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 
-from PIL import Image
+from PIL import Image, ImageFile
 
 from gpu_worker.engine import JobError
+from gpu_worker.jpeg_data import missing_data
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 # Speed over size: the GPU slot stays busy until the output is encoded. PNG level 1 is
@@ -19,11 +20,19 @@ ENCODE_OPTIONS = {
 
 
 def decode(data: bytes, field: str, max_pixels: int) -> Image.Image:
-    """Fully decode to RGB; a corrupt or truncated image is the job's `invalid_input`."""
+    """Fully decode to RGB; a corrupt or truncated image is the job's `invalid_input`.
+
+    Pillow must never fill in missing data: its process-wide LOAD_TRUNCATED_IMAGES is set
+    back to False here (ComfyUI's image helpers switch it on while they retry a file), and
+    a JPEG whose data cannot hold the size it claims is refused before libjpeg pads it
+    with grey (see jpeg_data)."""
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(io.BytesIO(data), formats=("JPEG", "PNG", "WEBP")) as image:
             if image.width * image.height > max_pixels:
                 raise JobError("invalid_input", f"{field}: {image.width}x{image.height} is over the pixel limit")
+            if image.format == "JPEG" and (problem := missing_data(data)) is not None:
+                raise JobError("invalid_input", f"{field}: {problem}")
             image.load()  # verify() misses truncated JPEGs; only a full load finds them
             return image.convert("RGB")
     except (JobError, MemoryError):

@@ -16,6 +16,8 @@ from typing import IO, Any
 
 import msgspec
 
+from ipc.redaction import redact
+
 _encoder = msgspec.json.Encoder(enc_hook=str)
 
 # Loggers of libraries that are chatty at INFO without telling an operator anything.
@@ -47,7 +49,8 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             line["exc_type"] = record.exc_info[0].__name__
             line["traceback"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        return _encoder.encode(line).decode()
+        # Credentials inside a configured URL never reach the log, wherever the URL appears.
+        return _encoder.encode(redact(line)).decode()
 
 
 def setup(node_id: str, process: str, level: str = "INFO", stream: IO[str] | None = None) -> None:

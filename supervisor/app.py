@@ -11,14 +11,15 @@ import asyncio
 import re
 import time
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from sanic import Request, Sanic
-from sanic.exceptions import SanicException
+from sanic.exceptions import PayloadTooLarge, RequestCancelled, SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse
 
 from ipc.jsonlog import EventLog
-from supervisor import jobs_api, status
+from supervisor import jobs_api, openapi, status
 from supervisor.auth import bearer_token
 from supervisor.errors import STATUS_CODES, ApiError, error_response, json_response, unauthorized
 from supervisor.multipart_form import boundary_of, read_form, too_large
@@ -46,9 +47,25 @@ class JsonErrorHandler(ErrorHandler):
         node: Node = request.app.ctx.node
         if isinstance(exception, ApiError):
             return error_response(exception, node.config.node_id)
+        if isinstance(exception, RequestCancelled):
+            # The client went away mid-request. Nothing can be answered, nothing went wrong
+            # here: not an error, not a 5xx, not counted.
+            request.ctx.aborted = True
+            _log_abort(request, "the client went away")
+            return HTTPResponse(status=499)  # never sent: the connection is gone
+        if isinstance(exception, asyncio.CancelledError):
+            # Cancelled by the node itself: it is stopping.
+            _log_abort(request, "the node is stopping")
+            error = ApiError(503, "not_ready", "the node is stopping", headers={"Retry-After": "60"})
+            return error_response(error, node.config.node_id)
         if isinstance(exception, SanicException):
             code = exception.status_code
-            error = ApiError(code, STATUS_CODES.get(code, "http_error"), str(exception) or "request refused")
+            # Sanic's own headers go along: `Allow` on a 405 (RFC 9110), say.
+            headers = {str(k): str(v) for k, v in (exception.headers or {}).items()}
+            if code == 405 and "Allow" not in headers:
+                headers["Allow"] = ", ".join(_allowed_methods(request))  # Sanic omits it on a dynamic path
+            message = str(exception) or "request refused"
+            error = ApiError(code, STATUS_CODES.get(code, "http_error"), message, headers=headers)
             return error_response(error, node.config.node_id)
         events.exception("internal_error", route=route_label(request), method=request.method)
         error = ApiError(500, "internal_error", "the node failed to answer this request; see its logs")
@@ -62,6 +79,9 @@ def create_app(node: Node) -> Sanic:
     app.config.update(
         {
             "REQUEST_MAX_SIZE": node.config.server.max_body_bytes,
+            # Total deadlines, enforced by supervisor.http_deadlines (the server's protocol).
+            "HEADER_TIMEOUT": node.config.server.header_timeout_s,
+            "BODY_TIMEOUT": node.config.server.body_timeout_s,
             "ACCESS_LOG": False,
             "MOTD": False,
             "NOISY_EXCEPTIONS": False,
@@ -76,11 +96,11 @@ def create_app(node: Node) -> Sanic:
     @app.on_response
     async def record_request(request: Request, response: HTTPResponse) -> None:
         started = getattr(request.ctx, "started", None)
-        if started is not None:
+        if started is not None and not getattr(request.ctx, "aborted", False):
             node.metrics.observe_request(route_label(request), response.status, time.perf_counter() - started)
 
     def require_auth(request: Request) -> None:
-        if not node.tokens.accepts(request.headers.get("x-internal-auth")):
+        if not node.tokens.accepts(_single_header(request, "x-internal-auth")):
             raise unauthorized()
 
     @app.post("/tryon", stream=True)
@@ -88,20 +108,27 @@ def create_app(node: Node) -> Sanic:
         cfg = node.config
         length = _content_length(request)
         events.info("request_received", route="/tryon", content_length=length)
+        # Sanic lifts the size limit of a streaming route; put it back, so that a chunk
+        # size over the limit is refused as soon as its size line is read.
+        request.stream.request_max_size = cfg.server.max_body_bytes
         try:
             require_auth(request)
             node.admission.require_ready()
             if length is not None and length > cfg.server.max_body_bytes:
                 raise too_large("the request body", cfg.server.max_body_bytes)
             boundary = boundary_of(request.headers.get("content-type"))
-            form = await read_form(
-                request.stream.read,
-                boundary,
-                length,
-                cfg.server.max_body_bytes,
-                {name: cfg.images.max_bytes for name in IMAGE_FIELDS},
-            )
-            submission = validate(form, cfg.images.max_pixels)
+            try:
+                form = await read_form(
+                    request.stream.read,
+                    boundary,
+                    length,
+                    cfg.server.max_body_bytes,
+                    {name: cfg.images.max_bytes for name in IMAGE_FIELDS},
+                )
+            except PayloadTooLarge:
+                # Sanic's own count, against the limit set above: a chunk size over it.
+                raise too_large("the request body", cfg.server.max_body_bytes) from None
+            submission = validate(form, cfg.images.max_pixels, cfg.images.max_side)
             events.info("validation_passed", job_id=submission.job_id)
             job, position = node.admission.admit(submission)
         except ApiError as error:
@@ -119,15 +146,16 @@ def create_app(node: Node) -> Sanic:
         gpus = await asyncio.to_thread(node.nvml.read, node.worker_gpus())
         return json_response(status.gpu_status_body(node, gpus))
 
+    # Sanic hands path parameters over as they came, percent-encoded: `/jobs/a%3Ab` is job `a:b`.
     @app.get("/jobs/<job_id>")
     async def get_job(request: Request, job_id: str) -> HTTPResponse:
         require_auth(request)
-        return json_response(jobs_api.describe(node.jobs_api.find(job_id)))
+        return json_response(jobs_api.describe(node.jobs_api.find(unquote(job_id, errors="replace"))))
 
     @app.delete("/jobs/<job_id>")
     async def cancel_job(request: Request, job_id: str) -> HTTPResponse:
         require_auth(request)
-        job = await node.jobs_api.cancel(job_id)
+        job = await node.jobs_api.cancel(unquote(job_id, errors="replace"))
         return json_response(jobs_api.describe(job), 202)
 
     @app.get("/health")
@@ -146,12 +174,16 @@ def create_app(node: Node) -> Sanic:
     @app.get("/metrics")
     async def metrics(request: Request) -> HTTPResponse:
         if node.config.metrics.token is not None:
-            presented = bearer_token(request.headers.get("authorization"))
+            presented = bearer_token(_single_header(request, "authorization"))
             if presented is None or not node.metrics_tokens.accepts(presented):
                 raise ApiError(401, "unauthorized", "missing or invalid bearer token for /metrics")
         # Off the event loop: the GPU collector calls NVML, which blocks in C.
         body, content_type = await asyncio.to_thread(node.metrics.exposition)
         return HTTPResponse(body, content_type=content_type)
+
+    @app.get("/openapi.json")
+    async def openapi_schema(request: Request) -> HTTPResponse:
+        return HTTPResponse(openapi.schema_json(), content_type="application/json")
 
     return app
 
@@ -164,6 +196,28 @@ def declare_http1_only(app: Sanic, port: int) -> None:
     from sanic.http.constants import HTTP
 
     app.state.server_info.append(ApplicationServerInfo(settings={"version": HTTP.VERSION_1, "port": port}))
+
+
+def _log_abort(request: Request, why: str) -> None:
+    events.info("request_aborted", route=route_label(request), method=request.method, why=why)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        try:
+            request.app.router.get(request.path, method, None)
+        except SanicException:
+            continue
+        allowed.append(method)
+    return allowed
+
+
+def _single_header(request: Request, name: str) -> str | None:
+    """The header's value when given exactly once. Twice is refused whatever the values:
+    proxies and frameworks disagree on which one wins."""
+    values = request.headers.getall(name, [])
+    return values[0] if len(values) == 1 else None
 
 
 def _content_length(request: Request) -> int | None:

@@ -5,7 +5,9 @@ attempt, so every attempt, also after a restart, sends the same bytes with the s
 `webhook-id`. Each attempt (`callback_http`) is started by the one delivery loop
 (`delivery`); after a failed one, `retry_policy` says when the next is due: first
 `callback.max_retries` quick retries, then from the spool until `spool.max_age_s`. A 2xx
-removes the entry; any other 4xx is final (`undeliverable`, dead-lettered).
+removes the entry; any other 4xx is final (`undeliverable`, dead-lettered), and so is a 3xx:
+redirects are never followed, so neither the token nor the result goes to a host that was
+not configured.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""One HTTP attempt at delivering a callback: the POST, and what its answer means."""
+"""One HTTP attempt at delivering a callback: the POST, and what its answer means.
+
+Redirects are never followed (a 3xx is final, like a 4xx): the result and `X-Internal-Auth`
+only ever go to `callback.url`. Of the answer only the status counts; its body is read up to
+ANSWER_READ_BYTES and discarded, so a huge answer costs the node no memory.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from supervisor.retry_policy import is_retryable, parse_retry_after
 
 # Who is calling, on every attempt (not aiohttp's own "Python/3.x aiohttp/3.x").
 USER_AGENT = f"gpu-server/{__version__}"
+# Of an answer's body, at most this much is read (and discarded).
+ANSWER_READ_BYTES = 64 * 1024
 events = EventLog("supervisor.callback")
 
 
@@ -27,7 +34,7 @@ class Attempt(NamedTuple):
 
     @property
     def final(self) -> bool:
-        """A 4xx other than 408/429: the Asset Service will never take this result."""
+        """A 3xx (never followed) or a 4xx other than 408/429: never delivered by retrying."""
         return self.status is not None and not self.delivered and not is_retryable(self.status)
 
 
@@ -38,13 +45,13 @@ async def post(
     headers = {**headers, "User-Agent": USER_AGENT}
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
-        async with session.post(url, data=body, headers=headers, timeout=timeout) as response:
-            await response.read()
+        async with session.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False) as response:
+            await read_at_most(response, ANSWER_READ_BYTES)
             code = response.status
             retry_after = None
             if code in (429, 503):
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            return Attempt(code, retry_after, f"HTTP {code}")
+            return Attempt(code, retry_after, _problem(code))
     except asyncio.TimeoutError:
         return Attempt(None, None, f"timed out after {timeout_s} s")
     except aiohttp.ClientError as exc:
@@ -52,3 +59,23 @@ async def post(
     except Exception as exc:  # anything else aiohttp raises
         events.exception("callback_attempt_error", job_id=job_id)
         return Attempt(None, None, f"{type(exc).__name__}: {exc}")
+
+
+async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> int:
+    """Read and discard at most `limit` bytes of an answer (callbacks and job events); a
+    longer one is left unread and its connection closed rather than reused. The bytes read."""
+    read = 0
+    while read < limit:
+        chunk = await response.content.read(limit - read)
+        if not chunk:
+            return read
+        read += len(chunk)
+    if not response.content.at_eof():
+        response.close()
+    return read
+
+
+def _problem(code: int) -> str:
+    if 300 <= code < 400:
+        return f"HTTP {code}: a redirect, never followed (callback.url must be the final address)"
+    return f"HTTP {code}"

@@ -40,6 +40,9 @@ class ServerConfig(Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Meta(ge=1, le=65535)] = 8080
     max_body_bytes: Annotated[int, Meta(ge=1024)] = 50 * MiB
+    # Total deadlines, not inactivity timers: a client dribbling a byte at a time is cut off too.
+    header_timeout_s: Seconds = 10.0
+    body_timeout_s: Seconds = 120.0
 
 
 class AuthConfig(Section):
@@ -72,6 +75,8 @@ class QueueConfig(Section):
 class ImagesConfig(Section):
     max_bytes: Annotated[int, Meta(ge=1)] = 20 * MiB
     max_pixels: Annotated[int, Meta(ge=1)] = 36_000_000
+    # Width and height each at most this: what every output format can hold (WebP: 16383).
+    max_side: Annotated[int, Meta(ge=1)] = 16383
     output_format: OutputFormat = "png"
 
 

@@ -24,15 +24,13 @@ import aiohttp
 
 from ipc.jsonlog import EventLog
 from supervisor import signing
-from supervisor.callback_http import USER_AGENT
+from supervisor.callback_http import ANSWER_READ_BYTES, USER_AGENT, read_at_most
 from supervisor.config import CallbackConfig, EventsConfig
 from supervisor.jobs import Job, rfc3339
 from supervisor.metrics import Metrics
 
 STARTED = "job.started"
 PROGRESS = "job.progress"
-# Of the receiver's answer, at most this much is read (and discarded).
-ANSWER_READ_BYTES = 64 * 1024
 events = EventLog("supervisor.events")
 
 
@@ -186,17 +184,3 @@ class EventSender:
             events.debug("event_sent", job_id=job_id, type=kind)
         else:
             events.info("event_failed", job_id=job_id, type=kind, error=problem)
-
-
-async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> int:
-    """Read and discard at most `limit` bytes of an answer; a longer one is left unread and
-    its connection closed rather than reused. The bytes read."""
-    read = 0
-    while read < limit:
-        chunk = await response.content.read(limit - read)
-        if not chunk:
-            return read
-        read += len(chunk)
-    if not response.content.at_eof():
-        response.close()
-    return read

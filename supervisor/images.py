@@ -40,8 +40,9 @@ class TooManyPixels(Exception):
     pass
 
 
-def read_header(data: bytes, max_pixels: int) -> ImageHeader:
-    """Raise UnsupportedImage (-> 415) or TooManyPixels (-> 422)."""
+def read_header(data: bytes, max_pixels: int, max_side: int | None = None) -> ImageHeader:
+    """Raise UnsupportedImage (-> 415) or TooManyPixels (-> 422): over `max_pixels`, or a
+    side over `max_side` (a size some output format cannot hold)."""
     try:
         with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
             header = ImageHeader(image.format, *image.size)
@@ -53,5 +54,9 @@ def read_header(data: bytes, max_pixels: int) -> ImageHeader:
     if header.pixels > max_pixels:
         raise TooManyPixels(
             f"{header.width}x{header.height} is {header.pixels} pixels, over the limit of {max_pixels}"
+        )
+    if max_side is not None and max(header.width, header.height) > max_side:
+        raise TooManyPixels(
+            f"{header.width}x{header.height}: a side over the limit of {max_side} pixels"
         )
     return header

@@ -19,7 +19,7 @@ from pathlib import Path
 from ipc import jsonlog
 from ipc.jsonlog import EventLog
 from ipc.messages import Ready
-from ipc.transport import make_runtime_dir, remove_runtime_dir
+from ipc.transport import make_runtime_dir, remove_runtime_dir, remove_stale_runtime_dirs
 from supervisor import build_info
 from supervisor.admission import Admission
 from supervisor.app import create_app, declare_http1_only
@@ -31,6 +31,7 @@ from supervisor.dispatcher import Dispatcher
 from supervisor.events import EventSender
 from supervisor.gpu_collector import GpuCollector
 from supervisor.gpu_selection import GpuRef, worker_gpus
+from supervisor.http_deadlines import DeadlineProtocol, close_connections
 from supervisor.jobs import JobResult, JobStore
 from supervisor.jobs_api import JobsApi
 from supervisor.memory_probe import MemoryProbe
@@ -66,6 +67,10 @@ class Node:
         self.metrics_tokens = TokenSet([cfg.metrics.token] if cfg.metrics.token else [])
         self.jobs = JobStore(cfg.jobs.retention_s)
         self.scheduler = Scheduler(cfg.queue.max_pending)
+        if runtime_dir is None:
+            # A node killed before it could clean up (SIGKILL, a crash) left its own.
+            for stale in remove_stale_runtime_dirs():
+                events.info("runtime_dir_removed", dir=str(stale), why="its node is gone")
         self.runtime_dir = runtime_dir or make_runtime_dir()
         # NVML (started in run()): GPU figures for /metrics and /gpu/status, and the memory
         # a recycle's overlap decision weighs.
@@ -126,7 +131,8 @@ class Node:
             return EXIT_INTERNAL_ERROR
         try:
             server = await self.app.create_server(
-                cfg.server.host, cfg.server.port, access_log=False, return_asyncio_server=True, backlog=1024
+                cfg.server.host, cfg.server.port, access_log=False, return_asyncio_server=True, backlog=1024,
+                protocol=DeadlineProtocol,
             )
         except OSError as exc:
             events.error("startup_failed", error=f"cannot listen on {cfg.server.host}:{cfg.server.port}: {exc}")
@@ -168,6 +174,7 @@ class Node:
             await self.job_events.close()
             server.close()
             await server.wait_closed()
+            await close_connections(server.connections)
             remove_runtime_dir(self.runtime_dir)
             self.nvml.close()
             events.info("node_stopped")

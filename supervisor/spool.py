@@ -24,7 +24,7 @@ import os
 import struct
 import time
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple
+from typing import BinaryIO, Callable, Iterator, NamedTuple
 
 import msgspec
 
@@ -37,6 +37,9 @@ _LENGTH = struct.Struct(">I")
 # The start-up probe writes this much: a spool that cannot hold one typical result
 # (a 1024x1024 PNG is about 1 MiB) is refused at start rather than failing every job.
 PROBE_BYTES = 1024 * 1024
+# Results hold user ids and pictures: only the node's own user may read them.
+FOLDER_MODE = 0o700
+FILE_MODE = 0o600
 events = EventLog("supervisor.spool")
 
 
@@ -144,7 +147,8 @@ class Spool:
         SpoolUnusable when the folder cannot be used."""
         try:
             for folder in (self.root, self.tmp, self.dead, self.quarantine_dir):
-                folder.mkdir(parents=True, exist_ok=True)
+                folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+                _restrict(folder)
             self._probe()
         except OSError as exc:
             raise SpoolUnusable(f"{self.root}: {exc.strerror or exc}") from exc
@@ -168,7 +172,7 @@ class Spool:
     def _probe(self) -> None:
         probe = self.tmp / ".probe"
         try:
-            with open(probe, "wb") as f:
+            with _create(probe) as f:
                 f.write(b"\0" * PROBE_BYTES)
                 f.flush()
                 os.fsync(f.fileno())
@@ -196,7 +200,7 @@ class Spool:
         name = file_name(record)
         tmp = self.tmp / name
         try:
-            with open(tmp, "wb") as f:
+            with _create(tmp) as f:
                 f.writelines(encode(record, body))
                 f.flush()
                 os.fsync(f.fileno())
@@ -263,6 +267,27 @@ class Spool:
             self._job_ids[record.job_id] -= 1
             if self._job_ids[record.job_id] <= 0:
                 del self._job_ids[record.job_id]
+
+
+def _restrict(folder: Path) -> None:
+    """0700, also for a folder made 0755 by an older version (mkdir's mode only applies
+    to new ones). A folder this user may not chmod (not its owner) is used as it is."""
+    try:
+        if folder.stat().st_mode & 0o777 != FOLDER_MODE:
+            os.chmod(folder, FOLDER_MODE)
+    except PermissionError as exc:
+        events.warning("spool_folder_mode_kept", dir=str(folder), error=str(exc), wanted=oct(FOLDER_MODE))
+
+
+def _create(path: Path) -> BinaryIO:
+    """A new file open for writing, readable by this user only (whatever the umask)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)  # an existing file keeps its old mode through O_CREAT
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -21,6 +21,9 @@ ID_FIELDS = ("job_id", "user_id", "session_id")
 IMAGE_FIELDS = ("person_image", "garment_image")
 PROVIDERS = ("qwen",)
 MAX_CONFIG_BYTES = 16 * 1024
+# Deeper JSON is refused before parsing: the parser recurses (RecursionError at a few
+# thousand levels), and no valid config is deeper than 2.
+MAX_CONFIG_DEPTH = 32
 _ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -39,7 +42,7 @@ class Submission(NamedTuple):
     garment_header: ImageHeader
 
 
-def validate(form: Form, max_pixels: int) -> Submission:
+def validate(form: Form, max_pixels: int, max_side: int | None = None) -> Submission:
     config = _parse_config(form)  # 400 comes before any 422
     problems: list[FieldProblem] = []
     texts = {name: _single_text(form, name, problems) for name in (*ID_FIELDS, "provider")}
@@ -56,7 +59,7 @@ def validate(form: Form, max_pixels: int) -> Submission:
     images = {name: _single_file(form, name, problems) for name in IMAGE_FIELDS}
     if problems:
         raise validation_failed(problems)
-    headers = _check_images(images, max_pixels)
+    headers = _check_images(images, max_pixels, max_side)
     return Submission(
         job_id=texts["job_id"],  # type: ignore[arg-type]
         user_id=texts["user_id"],  # type: ignore[arg-type]
@@ -78,12 +81,35 @@ def _parse_config(form: Form) -> dict[str, Any] | None:
         return None
     raw = parts[0].data
     try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "bad_request", f"config is not valid UTF-8 (byte {exc.start})") from None
+    if json_depth(raw) > MAX_CONFIG_DEPTH:
+        raise ApiError(400, "bad_request", f"config is nested deeper than {MAX_CONFIG_DEPTH} levels")
+    try:
         value = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise ApiError(400, "bad_request", f"config is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ApiError(400, "bad_request", "config must be a JSON object")
     return value
+
+
+_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep arrays and objects nest in a JSON text (brackets inside strings do not
+    count), without parsing it. Malformed text gets a number too; the parser judges it."""
+    depth = deepest = 0
+    for match in _NESTING.finditer(raw):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
 
 
 def _check_config(form: Form, value: dict[str, Any] | None, problems: list[FieldProblem]) -> JobOptions:
@@ -141,14 +167,14 @@ def _single_file(form: Form, name: str, problems: list[FieldProblem]) -> bytes |
     return data
 
 
-def _check_images(images: dict[str, bytes | None], max_pixels: int) -> dict[str, ImageHeader]:
+def _check_images(images: dict[str, bytes | None], max_pixels: int, max_side: int | None) -> dict[str, ImageHeader]:
     headers: dict[str, ImageHeader] = {}
     unsupported: list[str] = []
     too_big: list[FieldProblem] = []
     for name, data in images.items():
         assert data is not None
         try:
-            headers[name] = read_header(data, max_pixels)
+            headers[name] = read_header(data, max_pixels, max_side)
         except UnsupportedImage:
             unsupported.append(name)
         except TooManyPixels as exc:

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
+from gpu_worker.backends import comfyui_optional
+
 # Exception types that mean out of memory, as the engine reports them (module.qualname).
 OOM_TYPES = frozenset({"torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError", "MemoryError"})
 # How often a cancelled job's interrupt is asserted again while the graph runs: the engine
@@ -41,6 +43,7 @@ class GraphResult(NamedTuple):
     cached_nodes: list[str]
     error: dict | None  # the engine's execution_error message
     execution_s: float
+    node_seconds: dict[str, float]  # node id -> seconds, for each node that ran (not cached)
 
 
 def comfyui_version(root: Path) -> str | None:
@@ -62,6 +65,8 @@ class ComfyUIRuntime:
         self.version = comfyui_version(self.root)
         self.device = "cpu"
         self.executor: Any = None
+        self.stand_ins: list[str] = []  # packages the engine imports that are served by stand-ins
+        self._server = _Silent()
         self._nodes: Any = None
         self._execution: Any = None
         self._mm: Any = None
@@ -76,6 +81,7 @@ class ComfyUIRuntime:
         root = str(self.root)
         if root not in sys.path:
             sys.path.insert(0, root)
+        self.stand_ins = comfyui_optional.install()
         from comfy.cli_args import args
 
         self.device = self._choose_device(torch, args)
@@ -94,7 +100,7 @@ class ComfyUIRuntime:
         # One executor for the life of the worker: its caches keep loader outputs (the
         # weights) between jobs. `ram`/`ram_inactive`: keys newer engines read.
         self.executor = execution.PromptExecutor(
-            _Silent(), cache_type=execution.CacheType.CLASSIC,
+            self._server, cache_type=execution.CacheType.CLASSIC,
             cache_args={"lru": 0, "ram": 0.0, "ram_inactive": 0.0},
         )
 
@@ -163,6 +169,7 @@ class ComfyUIRuntime:
         )
         watcher.start()
         self.bind_device_to_this_thread()
+        self._server.node_times.clear()
         started = time.perf_counter()
         try:
             self.executor.execute(prompt, prompt_id, {}, outputs)
@@ -181,7 +188,7 @@ class ComfyUIRuntime:
             elif event == "execution_interrupted":
                 interrupted = True
         success = self.executor.success and error is None and not interrupted
-        return GraphResult(success, interrupted, cached, error, elapsed)
+        return GraphResult(success, interrupted, cached, error, elapsed, self._server.node_seconds())
 
     def _interrupt_when_cancelled(self, cancelled: threading.Event, finished: threading.Event) -> None:
         while not finished.is_set():
@@ -197,15 +204,34 @@ class ComfyUIRuntime:
 
 
 class _Silent:
-    """The executor's view of a server, with nobody listening: no UI client, no sockets."""
+    """The executor's view of a server, with nobody listening: no UI client, no sockets.
+
+    Of what the engine sends it, it keeps when each node started and finished: the
+    engine's progress handler reports every node's state ("running", then "finished") at
+    each change, with or without a UI client, which gives each job's per-node times.
+    """
 
     client_id = None
     last_node_id = None
     last_prompt_id = None
     sockets_metadata: dict = {}
 
+    def __init__(self) -> None:
+        self.node_times: dict[str, list[float]] = {}  # node id -> [started, finished]
+
     def send_sync(self, event, data, sid=None) -> None:
-        pass
+        if event != "progress_state":
+            return
+        now = time.perf_counter()
+        for node_id, state in (data.get("nodes") or {}).items():
+            times = self.node_times.get(node_id)
+            if state.get("state") == "running" and times is None:
+                self.node_times[node_id] = [now]
+            elif state.get("state") == "finished" and times is not None and len(times) == 1:
+                times.append(now)  # a cached node finishes without running: not counted
+
+    def node_seconds(self) -> dict[str, float]:
+        return {node: times[1] - times[0] for node, times in self.node_times.items() if len(times) == 2}
 
     def queue_updated(self) -> None:
         pass

@@ -28,3 +28,24 @@ def test_the_cuda_device_is_set_again_in_the_thread_that_runs_jobs(tmp_path, mon
     runtime.device = "cpu"
     runtime.bind_device_to_this_thread()
     assert chosen == [("job", 1)]  # nothing to set on the CPU
+
+
+def test_per_node_seconds_come_from_the_engines_progress_states(monkeypatch):
+    from gpu_worker.backends import comfyui_runtime
+
+    clock = iter([1.0, 2.0, 2.5, 4.0, 9.0])
+    monkeypatch.setattr(comfyui_runtime.time, "perf_counter", lambda: next(clock))
+    server = comfyui_runtime._Silent()
+
+    def states(**nodes):
+        server.send_sync("progress_state", {"prompt_id": "p", "nodes": {k: {"state": v} for k, v in nodes.items()}})
+
+    states(**{"37": "finished"})  # 1.0: cached, it finishes without running: no time
+    states(**{"37": "finished", "3": "running"})  # 2.0
+    server.send_sync("executing", {"node": "3"})  # other messages are ignored (no clock read)
+    states(**{"37": "finished", "3": "finished", "8": "running"})  # 2.5
+    states(**{"37": "finished", "3": "finished", "8": "finished"})  # 4.0
+    states(**{"37": "finished", "3": "running", "8": "finished"})  # 9.0: a later message changes nothing
+    assert server.node_seconds() == {"3": 0.5, "8": 1.5}
+    server.node_times.clear()  # the runtime clears them per job
+    assert server.node_seconds() == {}

@@ -38,3 +38,19 @@ def test_encode(fmt, content_type, pil):
 def test_encode_refuses_an_unknown_format():
     with pytest.raises(JobError):
         imaging.encode(Image.new("RGB", (1, 1)), "gif")
+
+
+def test_a_jpeg_claiming_more_than_its_data_holds_is_invalid_input():
+    with pytest.raises(JobError) as caught:
+        imaging.decode(images.jpeg_claiming(6000, 6000), "person_image", 36_000_000)
+    assert caught.value.code == "invalid_input" and "ends early" in caught.value.message
+
+
+def test_pillow_never_fills_in_missing_data_even_when_a_library_asked_it_to(monkeypatch):
+    from PIL import ImageFile
+
+    # ComfyUI's image helpers switch this process-wide flag on while they retry a file.
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(JobError) as caught:
+        imaging.decode(images.truncated_jpeg(), "person_image", 36_000_000)
+    assert caught.value.code == "invalid_input"

@@ -79,7 +79,7 @@ async def test_started_then_progress_with_the_contracts_body_and_headers(receive
         "node_id": "node-1", "step": None, "total": None, "at": started.body["at"],
     }
     assert progress.body["type"] == "job.progress" and (progress.body["step"], progress.body["total"]) == (3, 8)
-    documented = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text())["components"]["schemas"]["JobEvent"]
+    documented = yaml.safe_load((REPO / "supervisor" / "openapi.yaml").read_text())["components"]["schemas"]["JobEvent"]
     assert set(started.body) == set(documented["required"]) == set(documented["properties"])
     for event in (started, progress):
         assert datetime.fromisoformat(event.body["at"].replace("Z", "+00:00")).tzinfo is not None

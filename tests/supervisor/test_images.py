@@ -36,3 +36,10 @@ def test_decompression_bomb_header_is_a_pixel_problem_not_a_format_one():
 def test_a_truncated_jpeg_still_has_a_readable_header():
     # Only the worker's full decode can tell; the header check lets it through.
     assert read_header(images.truncated_jpeg(), 10**8).format == "JPEG"
+
+
+def test_side_limit_is_inclusive_and_judged_apart_from_the_pixel_limit():
+    assert read_header(images.png_claiming(16383, 1), 36_000_000, 16383).width == 16383
+    for width, height in ((16384, 1), (1, 16384), (36_000_000, 1)):
+        with pytest.raises(TooManyPixels, match="side over the limit of 16383"):
+            read_header(images.png_claiming(width, height), 36_000_000, 16383)

@@ -17,7 +17,7 @@ KEYS = {
 
 
 def test_the_keys_are_those_the_schema_documents():
-    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml").read_text())
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "supervisor" / "openapi.yaml").read_text())
     job = spec["components"]["schemas"]["Job"]
     assert KEYS == set(job["required"]) == set(job["properties"])
 

@@ -138,3 +138,19 @@ def test_a_folder_that_cannot_be_created_is_unusable(tmp_path):
 
 def test_file_names_keep_job_and_webhook_id_apart():
     assert file_name(record("a.b:c-d_e", "msg_f")) == "a.b:c-d_e~msg_f.cb"
+
+
+def test_entries_are_0600_in_0700_folders_whatever_the_umask(tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        (tmp_path / "spool").mkdir(mode=0o755)  # as an older version made it
+        spool = Spool(tmp_path / "spool")
+        spool.open()
+        name = put(spool, record(), b"body")
+        spool.dead_letter(put(spool, record("job-2", "msg_2"), b"body"))
+    finally:
+        os.umask(old_umask)
+    for folder in (spool.root, spool.tmp, spool.dead, spool.quarantine_dir):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    for path in (spool.root / name, spool.dead / "job-2~msg_2.cb"):
+        assert path.stat().st_mode & 0o777 == 0o600, path

@@ -40,7 +40,7 @@ def test_gpu_status_lists_gpus_in_the_documented_shape():
     gpu = GpuStats(1, "NVIDIA H100", "GPU-1", 0.5, 2**30, 80 * 2**30, 50.0, None)
     assert gpu_status_body(node)["gpus"] == []
     (body,) = gpu_status_body(node, [gpu])["gpus"]
-    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml").read_text())
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "supervisor" / "openapi.yaml").read_text())
     item = spec["components"]["schemas"]["GpuStatus"]["properties"]["gpus"]["items"]
     assert set(body) == set(item["required"]) == set(item["properties"])
     assert body["index"] == 1 and body["uuid"] == "GPU-1" and body["power_watts"] is None
@@ -86,7 +86,7 @@ def test_gpu_status_shows_the_next_worker_of_a_recycle_in_the_documented_shape()
     )
     worker = gpu_status_body(node)["worker"]
     assert worker["state"] == "ready" and worker["next"] == {"state": "starting", "pid": 43}
-    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml").read_text())
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "supervisor" / "openapi.yaml").read_text())
     schema = spec["components"]["schemas"]["GpuStatus"]["properties"]["worker"]
     assert set(worker) == set(schema["required"]) == set(schema["properties"])
     shape = schema["properties"]["next"]["oneOf"][1]

@@ -7,7 +7,7 @@ import pytest
 from supervisor.errors import ApiError
 from supervisor.multipart_form import FormPart
 from supervisor.jobs import JobOptions
-from supervisor.tryon_form import validate
+from supervisor.tryon_form import json_depth, validate
 from tests.support import images
 
 PERSON = images.person(64, 80)
@@ -116,3 +116,35 @@ def test_a_config_too_large_is_judged_by_its_size_without_parsing_it():
     f["config"] = [FormPart(None, b"{not even json" * 10, size=5_000_000)]  # truncated while read
     error = error_of(f)
     assert error.status == 422 and [d.field for d in error.details] == ["config"]
+
+
+@pytest.mark.parametrize(
+    "text, depth",
+    [("{}", 1), ("[]", 1), ("1", 0), ('{"a": [1, {"b": 2}]}', 3), ('{"a": "[[[{{{"}', 1),
+     ('{"a": "\\\\"}', 1), ('{"a": "\\"[["}', 1), ("[" * 5000, 5000)],
+)
+def test_json_depth_counts_nesting_outside_strings(text, depth):
+    assert json_depth(text.encode()) == depth
+
+
+@pytest.mark.parametrize(
+    "config",
+    [b"[" * 8000 + b"]" * 8000, b'{"a":' * 33 + b"1" + b"}" * 33, b'{"prompt": "caf\xe9"}', b"\xff"],
+    ids=["8000-deep", "33-deep", "latin-1", "not-utf-8"],
+)
+def test_config_too_deep_or_not_utf8_is_a_400(config):
+    with pytest.raises(ApiError) as caught:
+        validate(form(config=config), 10**8)
+    assert caught.value.status == 400 and caught.value.code == "bad_request"
+
+
+def test_config_32_deep_is_parsed_and_judged_by_its_keys():
+    with pytest.raises(ApiError) as caught:
+        validate(form(config=b'{"a":' * 31 + b"{}" + b"}" * 31), 10**8)
+    assert caught.value.status == 422 and [d.field for d in caught.value.details] == ["config.a"]
+
+
+def test_a_side_over_max_side_is_a_422_naming_the_image():
+    with pytest.raises(ApiError) as caught:
+        validate(form(garment_image=images.png_claiming(20000, 2)), 10**8, max_side=16383)
+    assert caught.value.status == 422 and [d.field for d in caught.value.details] == ["garment_image"]

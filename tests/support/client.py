@@ -46,6 +46,8 @@ def tryon_form(job_id: str, *, config: Any = None, omit: tuple[str, ...] = (), *
             continue
         if name.endswith("_image") and isinstance(value, bytes):
             form.add_field(name, value, filename=f"{name}.bin", content_type="application/octet-stream")
+        elif isinstance(value, bytes):  # raw bytes (say, not UTF-8): a part with a filename, as aiohttp makes it
+            form.add_field(name, value, filename=name)
         else:
             form.add_field(name, value)
     return form

@@ -62,6 +62,21 @@ def truncated_jpeg() -> bytes:
     return data[: len(data) // 2]
 
 
+def jpeg_claiming(width: int, height: int, data: bytes | None = None) -> bytes:
+    """A complete small JPEG (a few KB, end marker included) whose frame header was patched
+    to claim width x height: libjpeg runs out of data and pads the rest."""
+    out = bytearray(data if data is not None else person(fmt="JPEG"))
+    pos = 2
+    while pos + 4 <= len(out):
+        marker = out[pos + 1]
+        (length,) = struct.unpack_from(">H", out, pos + 2)
+        if marker in (0xC0, 0xC1, 0xC2):  # SOFn: length, precision, height, width
+            struct.pack_into(">HH", out, pos + 5, height, width)
+            return bytes(out)
+        pos += 2 + length
+    raise ValueError("no frame header found")
+
+
 def gif() -> bytes:
     return encode(Image.new("P", (8, 8)), "GIF")
 

@@ -53,8 +53,11 @@ def base_config(callback_url: str, port: int) -> dict[str, Any]:
 
 
 class NodeProcess:
-    def __init__(self, workdir: Path, callback_url: str, overrides: dict | None = None) -> None:
+    def __init__(
+        self, workdir: Path, callback_url: str, overrides: dict | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.workdir = workdir
+        self.env = env or {}
         self.port = free_port()
         self.config = deep_merge(base_config(callback_url, self.port), overrides or {})
         self.config_path = workdir / "config.yaml"
@@ -78,7 +81,7 @@ class NodeProcess:
             cwd=REPO,  # so a test backend `tests.support...:Class` is importable in the worker
             stdout=self.stdout_path.open("wb"),
             stderr=self.stderr_path.open("wb"),
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         if wait:
             self.wait_ready(timeout)

@@ -33,11 +33,25 @@ class Callback:
 class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+    # When set, the answer's body is this many bytes, streamed (a hostile Asset Service).
+    body_bytes: int = 0
+
+
+@dataclass
+class Stray:
+    """A request to anything but POST /callback (a followed redirect, say)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
 
 
 class CallbackReceiver:
     def __init__(self) -> None:
         self.calls: list[Callback] = []
+        self.stray: list[Stray] = []
+        # Bytes of streamed answer bodies (Reply.body_bytes) the client actually took.
+        self.streamed_bytes = 0
         self.script: deque[Reply] = deque()  # replies to give, in order; then 200
         # Per job id: a function choosing the reply (before the script), e.g. an outage.
         self.answer_for: dict[str, Callable[[], Reply]] = {}
@@ -65,6 +79,7 @@ class CallbackReceiver:
     async def _start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/callback", self._handle)
+        app.router.add_route("*", "/{tail:.*}", self._stray)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -81,7 +96,31 @@ class CallbackReceiver:
                 Callback(dict(request.headers), fields, files, request.headers.get("Content-Type", ""), raw, reply.status)
             )
             self._cond.notify_all()
+        if reply.body_bytes:
+            return await self._stream(request, reply)
         return web.json_response({"ok": reply.status < 300}, status=reply.status, headers=reply.headers)
+
+    async def _stream(self, request: web.Request, reply: Reply) -> web.StreamResponse:
+        response = web.StreamResponse(status=reply.status, headers=reply.headers)
+        response.content_length = reply.body_bytes
+        await response.prepare(request)
+        chunk = b"\0" * (1024 * 1024)
+        left = reply.body_bytes
+        try:
+            while left > 0:
+                piece = chunk[: min(left, len(chunk))]
+                await response.write(piece)
+                left -= len(piece)
+                self.streamed_bytes += len(piece)
+        except (ConnectionError, RuntimeError):
+            pass  # the client stopped reading and closed: what it should do
+        return response
+
+    async def _stray(self, request: web.Request) -> web.Response:
+        with self._cond:
+            self.stray.append(Stray(request.method, request.path, dict(request.headers)))
+            self._cond.notify_all()
+        return web.json_response({"ok": True})
 
     def for_job(self, job_id: str) -> list[Callback]:
         with self._cond:
