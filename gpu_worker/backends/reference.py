@@ -19,7 +19,7 @@ import threading
 import time
 
 from gpu_worker import imaging, progress
-from gpu_worker.engine import BackendContext, JobCancelled, JobError, JobInputs, JobOutput, LoadInfo
+from gpu_worker.engine import BackendContext, JobCancelled, JobError, JobInputs, JobOutput, LoadInfo, compute_capability
 
 VERSION = "1"
 DEFAULT_STEPS = 8
@@ -47,6 +47,7 @@ class ReferenceBackend:
             model_version=f"reference-{VERSION}",
             device=str(self.device),
             torch_version=str(torch.__version__),  # TorchVersion is a str subclass
+            gpu_compute_capability=compute_capability(str(self.device)),
         )
 
     def _warm_up(self) -> None:
