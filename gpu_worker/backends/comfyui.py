@@ -92,7 +92,7 @@ class ComfyUIBackend:
             device=self.runtime.device,
             torch_version=str(torch.__version__),
             comfyui_version=self.runtime.version,
-            engine_options=self.runtime.engine_options,
+            engine_options=self.runtime.engine_options(),
             gpu_compute_capability=compute_capability(self.runtime.device),
         )
 

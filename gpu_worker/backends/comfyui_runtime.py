@@ -79,7 +79,6 @@ class ComfyUIRuntime:
         self.device = "cpu"
         self.executor: Any = None
         self.stand_ins: list[str] = []  # packages the engine imports that are served by stand-ins
-        self.engine_options: dict[str, Any] = {}  # the engine's options in force, once started
         self.packs: list[comfyui_custom_nodes.PackOutcome] = []
         self._server = _Silent()
         self._nodes: Any = None
@@ -118,7 +117,6 @@ class ComfyUIRuntime:
         self._init_nodes(nodes, folder_paths)
         nodes.NODE_CLASS_MAPPINGS.update(extra_nodes)
         self._nodes, self._execution, self._mm = nodes, execution, mm
-        self.engine_options = comfyui_options.in_force(self._cli_args.parser, args)
         # One executor for the life of the worker: its caches keep loader outputs (the
         # weights) between jobs. The cache type as ComfyUI's own job loop picks it from the
         # options; `ram_inactive`: a key newer engines read.
@@ -133,6 +131,10 @@ class ComfyUIRuntime:
             self._server, cache_type=cache_type,
             cache_args={"lru": args.cache_lru, "ram": float(getattr(args, "cache_ram", 0)), "ram_inactive": 0.0},
         )
+
+    def engine_options(self) -> dict[str, Any]:
+        """The engine's start-up options in force now: each one that differs from its default."""
+        return comfyui_options.in_force(self._cli_args.parser, self._cli_args.args)
 
     def _apply_options(self) -> None:
         if "comfy.model_management" in sys.modules:

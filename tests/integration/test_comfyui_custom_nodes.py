@@ -96,7 +96,9 @@ async def test_a_packs_node_runs_in_a_job(pack_node, receiver, http):
 
 def test_a_pack_that_fails_to_import_is_named_at_start(pack_node):
     loaded = pack_node.wait_event("comfyui_custom_nodes")
-    assert "tiny_pack" in loaded["loaded"] and loaded["failed"] == ["broken_pack"]
+    # The listed folder's packs, and those of the root's own custom_nodes/ (what `true` loads).
+    assert sorted(loaded["loaded"]) == ["tiny_pack", "websocket_image_save.py"]
+    assert loaded["failed"] == ["broken_pack"]
     failed = pack_node.wait_event("comfyui_custom_node_failed")
     assert failed["pack"] == "broken_pack"
     assert "this pack needs a package that is not installed" in failed["error"]
