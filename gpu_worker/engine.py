@@ -100,8 +100,8 @@ class Backend(Protocol):
         """Release cached memory after an out-of-memory (optional)."""
 
     def release(self) -> None:
-        """Between jobs, at most every few seconds while idle: what the model's own job loop
-        releases then (optional)."""
+        """Between jobs (after one, at most every 10 s: gpu_worker/release.py): what the
+        model's own job loop releases then (optional)."""
 
     def close(self) -> None:
         """At the worker's exit, and after a load that failed: remove what it made (optional)."""
@@ -154,8 +154,11 @@ class Engine:
             loaded = backend.load()
         except BaseException:
             close = getattr(backend, "close", None)
-            if close is not None:
-                close()  # what it made before failing (a folder, say) goes with it
+            try:
+                if close is not None:
+                    close()  # what it made before failing (a folder, say) goes with it
+            except Exception:
+                pass  # the load's own failure is the one to report
             raise
         # Plain strings for the wire (torch.__version__, say, is a str subclass).
         info = loaded._replace(**{

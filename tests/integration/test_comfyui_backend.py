@@ -191,10 +191,11 @@ def test_a_mapping_to_a_missing_node_fails_the_start_before_ready(tmp_path, rece
 
 def test_an_unknown_engine_option_fails_the_start_naming_it_and_the_valid_ones(tmp_path, receiver):
     settings = {**blend_settings(require_root()), "options": {"hivram": True, "reserve_vram": "lots"}}
+    (tmp_path / "tmp").mkdir()
     node = NodeProcess(tmp_path, receiver.url, {
         "worker": {"backend": "tests.support.comfyui:TestComfyUIBackend", "max_backoff_s": 30},
         "model": {"custom": settings},
-    }).start(wait=False)
+    }, env={"TMPDIR": str(tmp_path / "tmp")}).start(wait=False)
     try:
         failure = node.wait_event("worker_startup_failed", timeout=120)
         assert failure["reason"] == "EngineStartError"
@@ -204,5 +205,6 @@ def test_an_unknown_engine_option_fails_the_start_naming_it_and_the_valid_ones(t
         exited = node.wait_event("worker_exited", timeout=60)
         assert exited["returncode"] == 4, exited  # the ipc contract's "could not load", not a crash
         assert not node.events("worker_ready")
+        assert not list((tmp_path / "tmp").glob(WORK_FOLDERS))  # a failed start takes its folder along
     finally:
         assert node.stop() == 0, node.tail()
