@@ -75,6 +75,14 @@ def test_one_gpu_per_instance_signals_and_exit_codes():
         assert key not in service, key
 
 
+def test_enough_file_descriptors_for_the_connections_a_neighbour_can_hold():
+    # Each connection is a descriptor, and an idle kept-alive one lasts 120 s: within the
+    # default soft limit of a service (1024), one client on the network could leave the
+    # node none for the spool, the callbacks or the worker's next start.
+    service = service_section()
+    assert int(service["LimitNOFILE"][0]) >= 65536
+
+
 def test_the_production_config_fits_the_unit():
     service = service_section()
     instance_env = dict(
