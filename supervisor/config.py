@@ -78,6 +78,9 @@ class ImagesConfig(Section):
     # Width and height each at most this: what every output format can hold (WebP: 16383).
     max_side: Annotated[int, Meta(ge=1)] = 16383
     output_format: OutputFormat = "png"
+    # The output's size: `person`, the upright person image's (the model's output resized);
+    # `model`, as the workflow made it. Read per job at acceptance: a reload applies at once.
+    output_size: Literal["person", "model"] = "person"
 
 
 class WorkerConfig(Section):
