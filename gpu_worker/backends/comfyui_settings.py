@@ -54,7 +54,7 @@ class ComfyUISettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     # weights loaded and on the device, like every later one.
     warmup: bool = True
     # Larger inputs are scaled down to this many pixels as they are decoded, before the
-    # float tensor the graph wants (16 bytes a pixel); the Qwen graph works at ~1 MP anyway.
+    # float tensor the graph wants (12 bytes a pixel); the Qwen graph works at ~1 MP anyway.
     input_max_pixels: Annotated[int, msgspec.Meta(ge=1)] = 4194304
 
 
