@@ -134,7 +134,8 @@ def sized_output(image: Image.Image, person: Decoded, output_size: str) -> Image
     """The output at the size `images.output_size` promises: `person`, the upright person
     image's full size (a graph works at its own size, ~1 MP for Qwen); `model`, as made."""
     if output_size not in OUTPUT_SIZES:
-        raise JobError("invalid_input", f"unknown output size {output_size!r} (known: {', '.join(OUTPUT_SIZES)})")
+        # Not the client's doing: the supervisor resolves it from the config.
+        raise JobError("backend_error", f"unknown output size {output_size!r} (known: {', '.join(OUTPUT_SIZES)})")
     wanted = (person.width, person.height)
     if output_size == "model" or image.size == wanted:
         return image

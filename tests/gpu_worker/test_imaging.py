@@ -169,6 +169,15 @@ def test_an_input_over_the_models_pixels_is_scaled_down_keeping_its_size_on_reco
                                   "processed": [2048, 2048]}
 
 
+@pytest.mark.parametrize("mode, fmt", [("RGBA", "PNG"), ("P", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("I;16", "PNG"),
+                                       ("CMYK", "JPEG"), ("L", "JPEG"), ("RGBA", "WEBP")])
+def test_every_mode_is_scaled_down_to_rgb(mode, fmt):
+    image = Image.new("RGB", (300, 200), (200, 100, 50)).convert(mode)
+    decoded = imaging.decode(images.encode(image, fmt), "garment_image", MP36, 100 * 100)
+    assert decoded.image.mode == "RGB" and decoded.image.size == (122, 81)
+    assert (decoded.width, decoded.height) == (300, 200)
+
+
 def test_a_large_jpeg_is_decoded_at_a_reduced_scale_never_at_full_size(photo_6000, monkeypatch):
     resized_from = []
     resize = Image.Image.resize
@@ -231,6 +240,7 @@ def test_an_output_already_at_the_persons_size_is_not_resampled():
 
 
 def test_an_unknown_output_size_is_refused():
-    with pytest.raises(JobError):
+    with pytest.raises(JobError) as caught:
         imaging.sized_output(Image.new("RGB", (4, 4)), _decoded(4, 4), "double")
+    assert caught.value.code == "backend_error"
 
