@@ -101,13 +101,14 @@ def _upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
 
 
 def _orientation(image: Image.Image) -> int:
-    """The EXIF (or XMP) orientation, as exif_transpose reads it; 1 where there is none or
-    the EXIF block cannot be read (a damaged block does not make the picture unusable)."""
+    """The EXIF (or XMP) orientation, as exif_transpose reads it; 1 where there is none, it
+    is not one of 1 to 8 (exif_transpose ignores those too), or the EXIF block cannot be
+    read (a damaged block does not make the picture unusable)."""
     try:
         value = image.getexif().get(ExifTags.Base.Orientation, 1)
     except Exception:
         return 1
-    return value if isinstance(value, int) else 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _size_within(size: tuple[int, int], within_pixels: int | None) -> tuple[int, int] | None:

@@ -109,6 +109,6 @@ class Admission:
 
 def _describe(header: ImageHeader, data: bytes) -> dict:
     """An upload as logged: its size as stored, and the EXIF orientation the worker will
-    apply (6 or 8: a person sees it height x width; the worker logs the upright size)."""
+    apply (5 to 8: a person sees it height x width; the worker logs the upright size)."""
     return {"format": header.format, "width": header.width, "height": header.height,
             "orientation": header.orientation, "bytes": len(data)}

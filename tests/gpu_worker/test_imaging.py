@@ -142,7 +142,7 @@ def test_an_xmp_orientation_is_applied_like_exif_transpose_does():
 @pytest.mark.parametrize("value", [0, 9, 65535])
 def test_an_orientation_outside_1_to_8_leaves_the_image_as_stored(value):
     decoded = imaging.decode(images.with_orientation(images.encode(Image.new("RGB", (6, 4)), "PNG"), value), "p", 100)
-    assert decoded.image.size == (6, 4) and (decoded.width, decoded.height) == (6, 4)
+    assert decoded.image.size == (6, 4) and (decoded.width, decoded.height, decoded.orientation) == (6, 4, 1)
 
 
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # pytest resets the module's filter
