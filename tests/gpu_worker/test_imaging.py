@@ -181,7 +181,11 @@ def test_every_mode_is_scaled_down_to_rgb(mode, fmt):
 def test_a_large_jpeg_is_decoded_at_a_reduced_scale_never_at_full_size(photo_6000, monkeypatch):
     resized_from = []
     resize = Image.Image.resize
-    monkeypatch.setattr(Image.Image, "resize", lambda self, *a, **k: resized_from.append(self.size) or resize(self, *a, **k))
+    def recording(self, *args, **kwargs):
+        resized_from.append(self.size)
+        return resize(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", recording)
     imaging.decode(photo_6000["JPEG"], "person_image", MP36, WITHIN)
     imaging.decode(photo_6000["PNG"], "person_image", MP36, WITHIN)
     # libjpeg's DCT scaling gave 1/2 (3000 >= 2048); a PNG has no such thing.

@@ -133,7 +133,8 @@ async def test_the_output_is_the_persons_size_unless_a_reload_says_model_which_a
     assert Image.open(io.BytesIO(callback.files["output_image"][2])).size == (2400, 1800)
     assert comfy_node.wait_event("comfyui_graph_executed", job_id="comfy-size-person")["produced_size"] == [2364, 1773]
     try:
-        reloaded = await asyncio.to_thread(reload, comfy_node, {**comfy_node.config, "images": {"output_size": "model"}})
+        model_sized = {**comfy_node.config, "images": {"output_size": "model"}}
+        reloaded = await asyncio.to_thread(reload, comfy_node, model_sized)
         assert reloaded["changed"] == ["images.output_size"] and reloaded["recycle_worker"] is False
         callback = await run_job(http, comfy_node, receiver, "comfy-size-model", person, garment)
         assert Image.open(io.BytesIO(callback.files["output_image"][2])).size == (2364, 1773)  # as the graph made it

@@ -227,7 +227,9 @@ def test_step_limits_are_a_min_and_max_within_1_to_100():
     assert config.limits.steps == (4, 4)
     assert problems_of(MINIMAL + "limits: {steps: [0, 4]}\n") == ["limits.steps[0]: Expected `int` >= 1 (line 5)"]
     assert problems_of(MINIMAL + "limits: {steps: [1, 101]}\n") == ["limits.steps[1]: Expected `int` <= 100 (line 5)"]
-    assert problems_of(MINIMAL + "limits: {steps: [4]}\n") == ["limits.steps: Expected `array` of length 2, got 1 (line 5)"]
+    assert problems_of(MINIMAL + "limits: {steps: [4]}\n") == [
+        "limits.steps: Expected `array` of length 2, got 1 (line 5)",
+    ]
     assert problems_of(MINIMAL + "limits: {steps: 4}\n") == ["limits.steps: Expected `array`, got `int` (line 5)"]
 
 
