@@ -73,7 +73,8 @@ def test_the_output_size_is_resolved_from_the_config_in_force_at_acceptance(capl
     node.admission.config = config.parse(CONFIG.replace("output_format: webp", "output_size: model"), {})
     later, _ = node.admission.admit(submission("j2"))
     assert (job.output_size, later.output_size) == ("person", "model")  # a reload changes later jobs only
-    (accepted,) = [r.fields for r in caplog.records if getattr(r, "event", None) == "job_accepted"]
+    (accepted,) = [r.fields for r in caplog.records
+                   if getattr(r, "event", None) == "job_accepted" and r.fields["job_id"] == "j1"]
     assert accepted["output_size"] == "person"
     # Sizes as stored in the file, and the orientation the worker will undo.
     assert accepted["person_image"] == {"format": "JPEG", "width": 80, "height": 60, "orientation": 6, "bytes": 6}
