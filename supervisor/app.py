@@ -128,7 +128,7 @@ def create_app(node: Node) -> Sanic:
             except PayloadTooLarge:
                 # Sanic's own count, against the limit set above: a chunk size over it.
                 raise too_large("the request body", cfg.server.max_body_bytes) from None
-            submission = validate(form, cfg.images.max_pixels, cfg.images.max_side)
+            submission = validate(form, cfg.images.max_pixels, cfg.images.max_side, cfg.limits.steps)
             events.info("validation_passed", job_id=submission.job_id)
             job, position = node.admission.admit(submission)
         except ApiError as error:
