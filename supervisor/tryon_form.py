@@ -99,7 +99,9 @@ def _parse_config(form: Form) -> dict[str, Any] | None:
     return value
 
 
-_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+# A string's closing quote is optional: an unterminated one runs to the end in one match,
+# where a required quote would rescan the rest from every quote inside it (quadratic).
+_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.S)
 
 
 def json_depth(raw: bytes) -> int:

@@ -8,7 +8,6 @@ import json
 import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import images
 from tests.support.client import start_long_job, submit, tryon_form
@@ -100,7 +99,7 @@ async def test_a_client_that_disconnects_mid_body_is_request_aborted_not_an_erro
     assert aborted["level"] == "INFO"
     assert not node.events("internal_error")
     assert not [e for e in node.events() if e["level"] == "ERROR"]
-    assert not [s for s in tryon_statuses(node) if s.startswith("5")]
+    assert not [s for s in node.request_statuses("/tryon") if s.startswith("5")]
 
 
 # --- 8: X-Internal-Auth given twice ------------------------------------------------------
@@ -198,21 +197,11 @@ async def test_delete_with_a_body_that_cancels_a_job_is_202_and_no_error(node, h
 
 
 async def test_no_5xx_and_no_error_lines_after_all_of_the_above(node):
-    assert not [s for s in tryon_statuses(node) if s.startswith("5")]
+    assert not [s for s in node.request_statuses("/tryon") if s.startswith("5")]
     errors = [e for e in node.events() if e["level"] == "ERROR"]
     assert not errors, errors
     assert node.gpu_status()["busy"] is False
 
-
-def tryon_statuses(node) -> set[str]:
-    _, text = node.get("/metrics")
-    return {
-        s.labels["status"]
-        for family in text_string_to_metric_families(text)
-        if family.name == "gpu_server_requests"
-        for s in family.samples
-        if s.name.endswith("_total") and s.labels["route"] == "/tryon"
-    }
 
 
 def request(node, method: str, path: str) -> tuple[int, dict]:

@@ -127,6 +127,14 @@ def test_json_depth_counts_nesting_outside_strings(text, depth):
     assert json_depth(text.encode()) == depth
 
 
+def test_an_unterminated_string_runs_to_the_end_in_one_scan():
+    # Its brackets are string content, and the scan does not start again at each quote
+    # inside it (that was one pass over the rest per quote: a 16 KiB config of escaped
+    # quotes held the event loop for most of a second).
+    assert json_depth(b'{"a": "[[[[') == 1
+    assert json_depth(b'"' + b'\\"' * 8000 + b"[") == 0
+
+
 @pytest.mark.parametrize(
     "config",
     [b"[" * 8000 + b"]" * 8000, b'{"a":' * 33 + b"1" + b"}" * 33, b'{"prompt": "caf\xe9"}', b"\xff"],
