@@ -41,6 +41,8 @@ class JobInputs(NamedTuple):
     output_format: str
     steps: int | None = None
     prompt: str | None = None
+    # `person`: the output at the upright person image's size; `model`: as the model made it.
+    output_size: str = "person"
 
 
 class JobOutput(NamedTuple):

@@ -23,6 +23,7 @@ def job_inputs(message: RunJob, blobs: Sequence[Any]) -> JobInputs:
         output_format=message.output_format,
         steps=message.steps,
         prompt=message.prompt,
+        output_size=message.output_size,
     )
 
 

@@ -7,14 +7,14 @@ the codec enforces that count in both directions.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, Literal, Union
 
 import msgspec
 
 # Bumped whenever a message changes shape. The worker sends it in Hello and the
 # supervisor refuses a worker that speaks another version. (2: Heartbeat carries nothing;
-# 3: JobProgress; 4: Ready's engine_options and gpu_compute_capability.)
-PROTOCOL_VERSION = 4
+# 3: JobProgress; 4: RunJob.output_size; 5: Ready's engine_options and gpu_compute_capability.)
+PROTOCOL_VERSION = 5
 
 
 class Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=True):
@@ -95,6 +95,9 @@ class RunJob(Message, tag="run"):
     output_format: str
     steps: int | None = None
     prompt: str | None = None
+    # images.output_size, resolved when the job was accepted (a reload applies to the jobs
+    # accepted after it, with no new worker): `person` or `model`.
+    output_size: Literal["person", "model"] = "person"
 
 
 class CancelJob(Message, tag="cancel"):

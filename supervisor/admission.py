@@ -15,6 +15,7 @@ import msgspec
 from ipc.jsonlog import EventLog
 from supervisor.config import Config
 from supervisor.errors import ApiError
+from supervisor.images import ImageHeader
 from supervisor.jobs import Job, JobStore
 from supervisor.metrics import Metrics
 from supervisor.scheduler import Scheduler
@@ -76,6 +77,7 @@ class Admission:
             person_image=submission.person_image,
             garment_image=submission.garment_image,
             accepted_mono=time.monotonic(),
+            output_size=self.config.images.output_size,
         )
         position = self.scheduler.admit(job)
         if position is None:
@@ -97,11 +99,16 @@ class Admission:
         events.info(
             "job_accepted", job_id=job.job_id, user_id=job.user_id, session_id=job.session_id,
             queue_position=position, seed=job.options.seed, steps=job.options.steps,
-            output_format=job.options.output_format,
-            person_image={"format": submission.person_header.format, "width": submission.person_header.width,
-                          "height": submission.person_header.height, "bytes": len(submission.person_image)},
-            garment_image={"format": submission.garment_header.format, "width": submission.garment_header.width,
-                           "height": submission.garment_header.height, "bytes": len(submission.garment_image)},
+            output_format=job.options.output_format, output_size=job.output_size,
+            person_image=_describe(submission.person_header, submission.person_image),
+            garment_image=_describe(submission.garment_header, submission.garment_image),
         )
         self.on_admitted()
         return job, position
+
+
+def _describe(header: ImageHeader, data: bytes) -> dict:
+    """An upload as logged: its size as stored, and the EXIF orientation the worker will
+    apply (5 to 8: a person sees it height x width; the worker logs the upright size)."""
+    return {"format": header.format, "width": header.width, "height": header.height,
+            "orientation": header.orientation, "bytes": len(data)}

@@ -128,7 +128,7 @@ def create_app(node: Node) -> Sanic:
             except PayloadTooLarge:
                 # Sanic's own count, against the limit set above: a chunk size over it.
                 raise too_large("the request body", cfg.server.max_body_bytes) from None
-            submission = validate(form, cfg.images.max_pixels, cfg.images.max_side)
+            submission = validate(form, cfg.images.max_pixels, cfg.images.max_side, cfg.limits.steps)
             events.info("validation_passed", job_id=submission.job_id)
             job, position = node.admission.admit(submission)
         except ApiError as error:
@@ -152,9 +152,12 @@ def create_app(node: Node) -> Sanic:
         require_auth(request)
         return json_response(jobs_api.describe(node.jobs_api.find(unquote(job_id, errors="replace"))))
 
-    @app.delete("/jobs/<job_id>")
+    # No body is read before the handler: Sanic's default for DELETE would buffer up to
+    # server.max_body_bytes of one, for anyone, before the token is checked.
+    @app.delete("/jobs/<job_id>", ignore_body=True)
     async def cancel_job(request: Request, job_id: str) -> HTTPResponse:
         require_auth(request)
+        await _discard_body(request)
         job = await node.jobs_api.cancel(unquote(job_id, errors="replace"))
         return json_response(jobs_api.describe(job), 202)
 
@@ -211,6 +214,15 @@ def _allowed_methods(request: Request) -> list[str]:
             continue
         allowed.append(method)
     return allowed
+
+
+async def _discard_body(request: Request) -> None:
+    """Read a body the route has no use for and drop it, a chunk at a time (within
+    server.max_body_bytes and server.body_timeout_s, as any body), so that the answer does
+    not leave it unread (which Sanic would log as an error)."""
+    stream = request.stream
+    while stream is not None and stream.request_body and await stream.read() is not None:
+        pass
 
 
 def _single_header(request: Request, name: str) -> str | None:

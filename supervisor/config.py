@@ -78,6 +78,18 @@ class ImagesConfig(Section):
     # Width and height each at most this: what every output format can hold (WebP: 16383).
     max_side: Annotated[int, Meta(ge=1)] = 16383
     output_format: OutputFormat = "png"
+    # The output's size: `person`, the upright person image's (the model's output resized);
+    # `model`, as the workflow made it. Read per job at acceptance: a reload applies at once.
+    output_size: Literal["person", "model"] = "person"
+
+
+StepCount = Annotated[int, Meta(ge=1, le=100)]  # what a job's `steps` may ever be
+
+
+class LimitsConfig(Section):
+    # [min, max] of a job's `steps`, checked at admission (422 naming the range): a workflow
+    # trained for a fixed count, like a 4-step Lightning LoRA, narrows it.
+    steps: tuple[StepCount, StepCount] = (1, 100)
 
 
 class WorkerConfig(Section):
@@ -151,6 +163,7 @@ class Config(Section):
     server: ServerConfig = field(default_factory=ServerConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
@@ -337,9 +350,26 @@ def _comfyui_settings_given(config: Config) -> str | None:
     return None
 
 
+def _steps_range(config: Config) -> str | None:
+    low, high = config.limits.steps
+    if low > high:
+        return f"limits.steps: the minimum ({low}) is above the maximum ({high}); write [min, max]"
+    return None
+
+
+def _default_steps_within_limits(config: Config) -> str | None:
+    # The reference backend's count for a job that names none must be one a job may ask for.
+    low, high = config.limits.steps
+    steps = config.model.reference.default_steps
+    if config.worker.backend == "reference" and low <= high and not low <= steps <= high:
+        return (f"model.reference.default_steps: {steps} (the steps of a job that names none) "
+                f"is outside limits.steps [{low}, {high}]")
+    return None
+
+
 RULES = [
     _callback_url, _image_limit_within_body_limit, _heartbeat_timeout, _signing_secret, _spool_backoff,
-    _comfyui_settings_given, _events_url,
+    _comfyui_settings_given, _events_url, _steps_range, _default_steps_within_limits,
 ]
 
 

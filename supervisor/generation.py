@@ -80,9 +80,9 @@ class Generation:
         return self.watchdog.next_check_in(now, self.last_heard, self._job_since)
 
     def ran_for(self, now: float) -> float:
-        """How long it served (or lived, if it never got ready): for the restart policy."""
-        since = self.ready_at if self.ready_at is not None else self.spawned_at
-        return 0.0 if since is None else now - since
+        """How long it served, for the restart policy: 0 if it never got ready (a start that
+        failed after a long load is no healthy run, however long the load took)."""
+        return 0.0 if self.ready_at is None else now - self.ready_at
 
     def exit_report(self, returncode: int, stopping: bool) -> ExitReport:
         """What its exit means: the restart label, what to log, how its job ended."""

@@ -87,6 +87,8 @@ class Job:
     person_image: bytes | None
     garment_image: bytes | None
     accepted_mono: float
+    # images.output_size when it was accepted: `person` or `model` (a reload changes later jobs).
+    output_size: Literal["person", "model"] = "person"
     accepted_at: float = field(default_factory=time.time)
     # One id for every delivery attempt of this job's result (at-least-once delivery).
     webhook_id: str = field(default_factory=lambda: f"msg_{uuid.uuid4().hex}")

@@ -95,7 +95,8 @@ def spool_folder(loaded: LoadedConfig) -> list[Problem]:
 
 
 def comfyui_files(loaded: LoadedConfig) -> list[Problem]:
-    """model.comfyui: its keys, the ComfyUI root, the workflow, the mapping, the model files."""
+    """model.comfyui: its keys, the ComfyUI root, the workflow, the mapping, the model files,
+    and the workflow's own steps against limits.steps."""
     key = comfyui_settings.DEFAULT_KEY
     raw = loaded.config.model.comfyui
     problems = check(raw, comfyui_settings.ComfyUISettings, key)
@@ -111,7 +112,24 @@ def comfyui_files(loaded: LoadedConfig) -> list[Problem]:
         else:
             problems += [_as_problem(p) for p in comfyui_workflow.check_without_engine(workflow, settings, key)]
             problems += _model_files(settings, workflow, key)
+            problems += _workflow_steps(loaded, settings, workflow)
     return problems
+
+
+def _workflow_steps(loaded: LoadedConfig, settings: comfyui_settings.ComfyUISettings, workflow: dict) -> list[Problem]:
+    """A job that names no steps runs the workflow's own count: it must be one limits.steps
+    allows (a 20-step workflow on a node limited to [4, 4] is a config mistake)."""
+    target = settings.inputs.steps
+    try:
+        low, high = loaded.config.limits.steps
+    except Broken:
+        return []  # reported as a problem of its own
+    node = workflow.get(target.node_id) if target is not None else None
+    value = node["inputs"].get(target.input) if node is not None and target is not None else None
+    if not isinstance(value, int) or isinstance(value, bool) or low <= value <= high:
+        return []  # not mapped, not in the workflow (reported above), a link, or within
+    return [Problem("limits.steps", f"[{low}, {high}] leaves out the workflow's own steps ({value}, node "
+                                    f"{target.node_id!r} input {target.input!r}), which a job naming no steps runs")]
 
 
 def _model_files(settings: comfyui_settings.ComfyUISettings, workflow: dict, key: str) -> list[Problem]:

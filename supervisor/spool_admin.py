@@ -2,8 +2,10 @@
 
 `list` shows every entry (waiting, dead letters, quarantined) from its header; `replay`
 moves dead letters back among the waiting ones, which the node sends at its next start
-with their original `webhook-id`. A job id that has no dead letter, or one that could not
-be moved, is named on stderr and the exit code is 1.
+with their original `webhook-id`. A replayed entry's age limit (`spool.max_age_s`) counts
+from the replay: dead letters wait for the operator however long, and one older than the
+limit would otherwise be expired at the next start instead of sent. A job id that has no
+dead letter, or one that could not be moved, is named on stderr and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
-from supervisor.spool import SUFFIX, Spool, SpoolCorrupt, file_name, read_header
+import msgspec
+
+from supervisor.spool import FOLDER_MODE, SUFFIX, Spool, SpoolCorrupt, decode, file_name, read_header
 
 
 class Row(NamedTuple):
@@ -50,9 +54,10 @@ def list_entries(spool: Spool, now: float | None = None) -> list[Row]:
     return rows
 
 
-def replay_dead(spool: Spool, job_ids: Iterable[str] = ()) -> tuple[list[str], list[str]]:
-    """Move dead letters (all, or those of `job_ids`) back to the waiting entries:
-    (moved file names, skipped with why)."""
+def replay_dead(spool: Spool, job_ids: Iterable[str] = (), now: float | None = None) -> tuple[list[str], list[str]]:
+    """Move dead letters (all, or those of `job_ids`) back to the waiting entries, as if
+    spooled `now`: (moved file names, skipped with why)."""
+    now = time.time() if now is None else now
     wanted = set(job_ids)
     moved, skipped = [], []
     found: set[str] = set()  # the wanted jobs that had a dead letter
@@ -72,7 +77,11 @@ def replay_dead(spool: Spool, job_ids: Iterable[str] = ()) -> tuple[list[str], l
             skipped.append(f"{path.name}: {target.name} already waits")
             found.add(record.job_id)
             continue
-        os.replace(path, target)
+        try:
+            _requeue(spool, path, now)
+        except (SpoolCorrupt, OSError) as exc:
+            skipped.append(f"{path.name}: not moved ({exc})")
+            continue
         moved.append(target.name)
         found.add(record.job_id)
     for job_id in sorted(wanted - found):
@@ -80,6 +89,23 @@ def replay_dead(spool: Spool, job_ids: Iterable[str] = ()) -> tuple[list[str], l
         why = "its result waits for delivery already, it is not a dead letter" if waiting else "no dead letter of this job"
         skipped.append(f"{job_id}: {why}")
     return moved, skipped
+
+
+def _requeue(spool: Spool, dead: Path, now: float) -> None:
+    """Write the dead letter's body back among the waiting entries with its header's
+    `spooled_at` set to `now` (the same bytes and `webhook-id`), then remove the letter. Run
+    as root, the new file gets the letter's owner, so the node can still read it."""
+    record, body = decode(dead.read_bytes())
+    owner = dead.stat()
+    spool.tmp.mkdir(mode=FOLDER_MODE, exist_ok=True)
+    written = spool.root / spool.write_file(msgspec.structs.replace(record, spooled_at=now), body)
+    try:
+        if os.geteuid() == 0 and owner.st_uid != 0:
+            os.chown(written, owner.st_uid, owner.st_gid)
+    except OSError:
+        written.unlink(missing_ok=True)  # the letter stays where it was, and only there
+        raise
+    dead.unlink()
 
 
 def format_rows(rows: list[Row]) -> str:

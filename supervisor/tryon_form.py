@@ -42,7 +42,10 @@ class Submission(NamedTuple):
     garment_header: ImageHeader
 
 
-def validate(form: Form, max_pixels: int, max_side: int | None = None) -> Submission:
+def validate(
+    form: Form, max_pixels: int, max_side: int | None = None, steps: tuple[int, int] = (1, 100)
+) -> Submission:
+    """`steps`: the [min, max] a job's `steps` must lie within on this node (limits.steps)."""
     config = _parse_config(form)  # 400 comes before any 422
     problems: list[FieldProblem] = []
     texts = {name: _single_text(form, name, problems) for name in (*ID_FIELDS, "provider")}
@@ -56,6 +59,7 @@ def validate(form: Form, max_pixels: int, max_side: int | None = None) -> Submis
     if provider is not None and provider not in PROVIDERS:
         problems.append(FieldProblem("provider", f"must be one of: {', '.join(PROVIDERS)}"))
     options = _check_config(form, config, problems)
+    _check_steps(options, steps, problems)
     images = {name: _single_file(form, name, problems) for name in IMAGE_FIELDS}
     if problems:
         raise validation_failed(problems)
@@ -95,7 +99,9 @@ def _parse_config(form: Form) -> dict[str, Any] | None:
     return value
 
 
-_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+# A string's closing quote is optional: an unterminated one runs to the end in one match,
+# where a required quote would rescan the rest from every quote inside it (quadratic).
+_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.S)
 
 
 def json_depth(raw: bytes) -> int:
@@ -135,6 +141,15 @@ def _check_config(form: Form, value: dict[str, Any] | None, problems: list[Field
     if len(problems) > before:
         return JobOptions()
     return msgspec.convert(value, JobOptions)
+
+
+def _check_steps(options: JobOptions, allowed: tuple[int, int], problems: list[FieldProblem]) -> None:
+    """Within the node's limits.steps, besides the 1..100 every job is held to."""
+    low, high = allowed
+    if options.steps is not None and not low <= options.steps <= high:
+        problems.append(FieldProblem(
+            "config.steps", f"{options.steps} is outside the range this node allows: {low} to {high} (limits.steps)"
+        ))
 
 
 def _single(form: Form, name: str, problems: list[FieldProblem]) -> bytes | None:

@@ -3,7 +3,11 @@ its environment, its own process group and session.
 
 A worker runs in its own process group (and session): killing the group leaves nothing
 behind, and a Ctrl-C on the supervisor's terminal reaches only the supervisor, which then
-drains. The spec carries no secret: the worker never sees auth or callback tokens.
+drains. The spec carries no secret, and neither does the environment the worker inherits:
+deployments hand the tokens to the supervisor as environment variables (`${VAR}`), and the
+worker runs the engine and whatever custom nodes it loads, none of which needs one. (The
+same user can still read the supervisor's own /proc entries: this keeps the secrets out of
+the worker's reach by accident, e.g. an environment dump, not out of a determined process.)
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ import asyncio
 import os
 import signal
 import sys
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from ipc.messages import SPEC_ENV, WorkerSpec, encode_spec
-from supervisor.config import LoadedConfig
+from ipc.redaction import redact_urls
+from supervisor.config import Config, LoadedConfig
 
 WORKER_COMMAND = (sys.executable, "-m", "gpu_worker")
 
@@ -39,8 +44,35 @@ def worker_spec(loaded: LoadedConfig, worker_id: str, endpoint: str) -> WorkerSp
     )
 
 
-async def spawn(command: Sequence[str], spec: WorkerSpec) -> asyncio.subprocess.Process:
-    env = {**os.environ, SPEC_ENV: encode_spec(spec), "PYTHONUNBUFFERED": "1"}
+# An environment value this long or longer that is part of a secret (`Bearer ${VAR}`, a URL
+# with a credential in it) goes too; shorter ones (`/tmp`, `1`) are too common to judge by.
+PART_OF_A_SECRET_MIN = 8
+
+
+def secrets_of(config: Config) -> set[str]:
+    """The values of the config that are secret: tokens, the signing secret, and the URLs
+    that carry a credential (`user:password@`, a query string: what the logs mask)."""
+    urls = [url for url in (config.callback.url, config.events.url) if url and redact_urls(url) != url]
+    values = [*config.auth.tokens, config.callback.token, config.callback.signing_secret, config.events.token,
+              config.metrics.token, *urls]
+    return {value for value in values if value}
+
+
+def worker_environ(config: Config, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The supervisor's environment less every variable that holds a secret of `config`."""
+    secrets = secrets_of(config)
+
+    def secret(value: str) -> bool:
+        return value in secrets or (
+            len(value) >= PART_OF_A_SECRET_MIN and any(value in s for s in secrets)
+        )
+
+    return {name: value for name, value in environ.items() if not secret(value)}
+
+
+async def spawn(command: Sequence[str], spec: WorkerSpec, environ: Mapping[str, str]) -> asyncio.subprocess.Process:
+    """Start the worker with `environ` (`worker_environ`: no secret in it) and its spec."""
+    env = {**environ, SPEC_ENV: encode_spec(spec), "PYTHONUNBUFFERED": "1"}
     return await asyncio.create_subprocess_exec(
         *command,
         env=env,

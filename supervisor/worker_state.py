@@ -17,9 +17,11 @@ class WorkerState(str, enum.Enum):
     STARTING = "starting"  # spawned, loading the model
     READY = "ready"  # idle, model loaded
     BUSY = "busy"  # running a job
-    RESTARTING = "restarting"  # dead, waiting out the backoff before the next spawn
+    # Not serving and about to be replaced: being killed, dead and waiting out the backoff,
+    # or retiring for a recycle without overlap.
+    RESTARTING = "restarting"
     FAILED = "failed"  # given up
-    STOPPED = "stopped"  # stopped on purpose (node shutting down)
+    STOPPED = "stopped"  # none spawned yet (the initial state), or stopped with the node
 
 
 S = WorkerState

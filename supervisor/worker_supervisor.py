@@ -41,7 +41,7 @@ from supervisor.metrics import Metrics
 from supervisor.nvml import Nvml
 from supervisor.reasons import KillReason
 from supervisor.tasks import report_bug, watched
-from supervisor.worker_spawn import WORKER_COMMAND, kill_group, spawn, worker_spec
+from supervisor.worker_spawn import WORKER_COMMAND, kill_group, spawn, worker_environ, worker_spec
 from supervisor.worker_state import SERVING, WorkerState
 from supervisor.worker_wire import run_job
 
@@ -241,12 +241,13 @@ class WorkerSupervisor:
         self._identity_of[action.gen] = worker_id.encode()
         self._generation_of[worker_id.encode()] = action.gen
         spec = worker_spec(self.loaded, worker_id, self.endpoint)  # now: the settings in force when asked
-        watched(self._run_process(action.gen, spec), f"worker-{action.gen}", self.on_fatal)
+        environ = worker_environ(self.config)
+        watched(self._run_process(action.gen, spec, environ), f"worker-{action.gen}", self.on_fatal)
 
-    async def _run_process(self, gen: int, spec: WorkerSpec) -> None:
+    async def _run_process(self, gen: int, spec: WorkerSpec, environ: dict[str, str]) -> None:
         """Spawn generation `gen`, then await its exit."""
         try:
-            process = await spawn(self.command, spec)
+            process = await spawn(self.command, spec, environ)
         except Exception as exc:  # fork failed, interpreter gone mid-deploy...: retried after the backoff
             events.exception("worker_spawn_failed")
             self._forget(gen)

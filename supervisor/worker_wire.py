@@ -21,6 +21,7 @@ def run_job(job: Job) -> tuple[RunJob, bytes, bytes]:
         output_format=options.output_format,
         steps=options.steps,
         prompt=options.prompt,
+        output_size=job.output_size,
     )
     return message, job.person_image, job.garment_image
 

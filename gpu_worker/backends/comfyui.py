@@ -171,14 +171,19 @@ class ComfyUIBackend:
     # --- run ---------------------------------------------------------------------------
 
     def run(self, inputs: JobInputs, cancelled: threading.Event) -> JobOutput:
+        assert self.settings is not None
         t0 = time.perf_counter()
-        person = imaging.decode(inputs.person_image, "person_image", self.context.max_pixels)
-        garment = imaging.decode(inputs.garment_image, "garment_image", self.context.max_pixels)
+        # Upright, and at most input_max_pixels: a 36 MP photo never becomes a float tensor.
+        within = self.settings.input_max_pixels
+        person = imaging.decode(inputs.person_image, "person_image", self.context.max_pixels, within)
+        garment = imaging.decode(inputs.garment_image, "garment_image", self.context.max_pixels, within)
         t1 = time.perf_counter()
+        events.info("inputs_decoded", job_id=inputs.job_id, person_image=person.describe(),
+                    garment_image=garment.describe(), decode_ms=round((t1 - t0) * 1000, 1))
         if cancelled.is_set():  # the engine clears its interrupt flag at start: check here
             raise JobCancelled("cancelled before the graph started")
         result, image = self._execute(
-            person, garment, inputs.job_id, seed=inputs.seed, steps=inputs.steps,
+            person.image, garment.image, inputs.job_id, seed=inputs.seed, steps=inputs.steps,
             prompt=inputs.prompt or None,  # an empty prompt keeps the workflow's default
             cancelled=cancelled,
         )
@@ -186,10 +191,12 @@ class ComfyUIBackend:
             "comfyui_graph_executed", job_id=inputs.job_id, success=result.success,
             cached_nodes=result.cached_nodes, execution_s=round(result.execution_s, 4),
             node_seconds={node: round(seconds, 4) for node, seconds in result.node_seconds.items()},
+            produced_size=list(image.size) if image is not None else None,
         )
         if not result.success:
             self._raise_failure(result, cancelled)
         t2 = time.perf_counter()
+        image = imaging.sized_output(image, person, inputs.output_size)
         data, content_type = imaging.encode(image, inputs.output_format)
         t3 = time.perf_counter()
         return JobOutput(

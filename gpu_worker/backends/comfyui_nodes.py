@@ -83,11 +83,14 @@ def node_classes(exchange: Exchange) -> dict[str, type]:
 
 
 def to_tensor(image) -> torch.Tensor:
-    """A PIL RGB image as ComfyUI's IMAGE: float32 [1, H, W, 3] in 0..1, on the CPU."""
+    """A PIL RGB image as ComfyUI's IMAGE: float32 [1, H, W, 3] in 0..1, on the CPU.
+
+    One float buffer, divided in place (the same float32 values as LoadImage's
+    `numpy.array(i).astype(numpy.float32) / 255.0`, without its second float copy)."""
     import numpy
 
-    array = numpy.asarray(image, dtype=numpy.float32) / 255.0
-    return torch.from_numpy(array)[None]
+    pixels = torch.from_numpy(numpy.array(image))  # uint8, writable: torch shares it
+    return pixels.to(torch.float32).div_(255.0)[None]
 
 
 def to_pil(image: torch.Tensor):

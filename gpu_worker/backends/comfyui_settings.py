@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 import msgspec
 
@@ -53,6 +53,9 @@ class ComfyUISettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     # Run the workflow once at start with placeholder images, so the first job finds the
     # weights loaded and on the device, like every later one.
     warmup: bool = True
+    # Larger inputs are scaled down to this many pixels as they are decoded, before the
+    # float tensor the graph wants (12 bytes a pixel); the Qwen graph works at ~1 MP anyway.
+    input_max_pixels: Annotated[int, msgspec.Meta(ge=1)] = 4194304
     # The engine's own start-up options by their names in comfy/cli_args.py, underscored
     # (`highvram: true`, `fast: [fp8_matrix_mult]`); checked by comfyui_options.
     options: dict[str, Any] = {}

@@ -4,7 +4,8 @@ NOT a try-on model. It pastes the garment onto the person image and feathers the
 deterministically from the seed, so that everything around a model (decoding, devices,
 steps, cancellation, timings, encoding) is exercised on a laptop CPU or a GPU:
 
-1. decode both images (full decode: corrupt input fails the job as `invalid_input`);
+1. decode both images, upright (EXIF orientation applied), at full size (a corrupt input
+   fails the job as `invalid_input`);
 2. cut the garment from its background (distance to the garment's corner colour);
 3. scale and place it on the torso area; size and offset jitter with the seed;
 4. `steps` passes of a 5x5 Gaussian over the mask, each re-blending the image, so the
@@ -20,6 +21,9 @@ import time
 
 from gpu_worker import imaging, progress
 from gpu_worker.engine import BackendContext, JobCancelled, JobError, JobInputs, JobOutput, LoadInfo, compute_capability
+from ipc.jsonlog import EventLog
+
+events = EventLog("gpu_worker.reference")
 
 VERSION = "1"
 DEFAULT_STEPS = 8
@@ -66,25 +70,31 @@ class ReferenceBackend:
         torch = self.torch
         steps = inputs.steps or self.default_steps
         t0 = time.perf_counter()
+        # Upright, at full size: a development stand-in whose pixels tests check exactly
+        # (the comfyui backend scales large inputs down; this one keeps them as they are).
         person = imaging.decode(inputs.person_image, "person_image", self.context.max_pixels)
         garment = imaging.decode(inputs.garment_image, "garment_image", self.context.max_pixels)
         t1 = time.perf_counter()
+        events.info("inputs_decoded", job_id=inputs.job_id, person_image=person.describe(),
+                    garment_image=garment.describe(), decode_ms=round((t1 - t0) * 1000, 1))
         with torch.inference_mode():
-            person_t = self._to_tensor(person)
-            garment_t = self._to_tensor(garment)
+            person_t = self._to_tensor(person.image)
+            garment_t = self._to_tensor(garment.image)
             generator = torch.Generator().manual_seed(inputs.seed)
             result = self._composite(person_t, garment_t, generator, steps, cancelled)
             pixels = result.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         t2 = time.perf_counter()
         from PIL import Image
 
-        data, content_type = imaging.encode(Image.fromarray(pixels), inputs.output_format)
+        # Made at the upright person's size, so `person` and `model` sizes are the same here.
+        output = imaging.sized_output(Image.fromarray(pixels), person, inputs.output_size)
+        data, content_type = imaging.encode(output, inputs.output_format)
         t3 = time.perf_counter()
         return JobOutput(
             image=data,
             content_type=content_type,
-            width=person.width,
-            height=person.height,
+            width=output.width,
+            height=output.height,
             inference_ms=(t2 - t1) * 1000,
             decode_ms=(t1 - t0) * 1000,
             encode_ms=(t3 - t2) * 1000,

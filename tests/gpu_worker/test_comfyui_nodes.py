@@ -16,6 +16,15 @@ def test_images_round_trip_through_comfyuis_tensor_layout():
     assert numpy.array_equal(numpy.asarray(to_pil(tensor[0])), pixels)
 
 
+def test_the_tensor_holds_exactly_the_values_comfyuis_load_image_makes():
+    pixels = numpy.arange(256 * 3, dtype=numpy.uint16).reshape(16, 16, 3).astype(numpy.uint8)
+    tensor = to_tensor(Image.fromarray(pixels))
+    assert tensor.dtype.is_floating_point and tensor.dtype.itemsize == 4
+    # nodes.py LoadImage: numpy.array(i).astype(numpy.float32) / 255.0, bit for bit.
+    assert numpy.array_equal(tensor[0].numpy().view(numpy.uint32),
+                             (pixels.astype(numpy.float32) / 255.0).view(numpy.uint32))
+
+
 def test_the_input_node_serves_the_backends_image_and_the_output_node_captures():
     exchange = Exchange()
     classes = node_classes(exchange)

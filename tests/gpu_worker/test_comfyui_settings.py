@@ -34,6 +34,7 @@ def test_relative_paths_are_relative_to_the_config_folder(comfy_root):
     assert settings.models_dir == str(comfy_root / "models")
     assert settings.extra_model_paths is None
     assert settings.warmup is True
+    assert settings.input_max_pixels == 4194304  # 2048 x 2048: the Qwen graph works at ~1 MP
     # YAML reads `node: 1` as an int; workflow ids are strings.
     assert settings.inputs.person_image.node_id == "1"
     assert settings.inputs.prompt is None
@@ -45,6 +46,8 @@ def test_relative_paths_are_relative_to_the_config_folder(comfy_root):
         ({"inputs": {"person_image": {"node": "1", "input": "image"}}}, "model.comfyui.inputs: Object missing required field `garment_image`"),
         ({"output": {"node": "9"}}, "model.comfyui.output: Object missing required field `input`"),
         ({"warmup": "sometimes"}, "model.comfyui.warmup: Expected `bool`"),
+        ({"input_max_pixels": 0}, "model.comfyui.input_max_pixels: Expected `int` >= 1"),
+        ({"input_max_pixels": "big"}, "model.comfyui.input_max_pixels: Expected `int`"),
         ({"typo_key": 1}, "model.comfyui: Object contains unknown field `typo_key`"),
         ({"path": "elsewhere"}, "model.comfyui.path: "),
         ({"workflow": "missing.json"}, "model.comfyui.workflow: no file"),

@@ -25,8 +25,9 @@ def backend():
     return b
 
 
-def run(backend, seed=1, steps=None, fmt="png", person=PERSON, garment=GARMENT, cancelled=None):
-    return backend.run(JobInputs("j", person, garment, seed, fmt, steps), cancelled or threading.Event())
+def run(backend, seed=1, steps=None, fmt="png", person=PERSON, garment=GARMENT, cancelled=None, output_size="person"):
+    inputs = JobInputs("j", person, garment, seed, fmt, steps, output_size=output_size)
+    return backend.run(inputs, cancelled or threading.Event())
 
 
 def pixels(output) -> bytes:
@@ -39,6 +40,20 @@ def test_output_has_the_person_images_size_and_the_requested_format(backend):
         image = Image.open(io.BytesIO(out.image))
         assert image.format == pil and image.size == (96, 128) and (out.width, out.height) == (96, 128)
         assert out.inference_ms > 0 and out.decode_ms > 0 and out.encode_ms > 0
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_a_photo_turned_in_the_camera_gives_the_upright_photos_output(backend, orientation):
+    upright = images.person(96, 128, "PNG")
+    out = run(backend, person=images.taken_turned(upright, orientation))
+    assert (out.width, out.height) == (96, 128)
+    assert pixels(out) == pixels(run(backend, person=upright))
+
+
+@pytest.mark.parametrize("output_size", ["person", "model"])
+def test_the_reference_backend_works_at_the_upright_persons_size_so_both_output_sizes_agree(backend, output_size):
+    out = run(backend, person=images.taken_turned(images.person(96, 128, "PNG"), 6), output_size=output_size)
+    assert (out.width, out.height) == Image.open(io.BytesIO(out.image)).size == (96, 128)
 
 
 def test_deterministic_from_the_seed(backend):

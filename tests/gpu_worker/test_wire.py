@@ -12,7 +12,13 @@ def test_a_run_job_becomes_the_engines_inputs():
     frames = codec.encode(RunJob(job_id="j1", seed=7, output_format="webp", steps=4, prompt="hi"), b"P", b"G")
     message, blobs = codec.supervisor_message_decoder().decode(frames)
     inputs = wire.job_inputs(message, blobs)
-    assert inputs == ("j1", b"P", b"G", 7, "webp", 4, "hi")
+    assert inputs == ("j1", b"P", b"G", 7, "webp", 4, "hi", "person")  # images.output_size's default
+
+
+def test_the_output_size_resolved_at_acceptance_reaches_the_engine():
+    frames = codec.encode(RunJob(job_id="j1", seed=7, output_format="png", output_size="model"), b"P", b"G")
+    message, blobs = codec.supervisor_message_decoder().decode(frames)
+    assert wire.job_inputs(message, blobs).output_size == "model"
 
 
 def test_a_loaded_engine_is_announced_with_its_versions():

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import io
+import signal
+import time
 
 import numpy
 import pytest
 import requests
 import schemathesis
+import yaml
 from PIL import Image
 
+from tests.support import images
 from tests.support.client import submit, tryon_form
 from tests.support.comfyui import HANG_MESSAGE, blend_settings, expected_blend, noise_png, require_root
 from tests.support.node import TOKEN, NodeProcess
@@ -102,6 +106,60 @@ async def test_every_job_reuses_the_executors_cache(comfy_node, receiver, http):
         executed = comfy_node.wait_event("comfyui_graph_executed", job_id=job_id)
         assert "4" in executed["cached_nodes"]
         assert "3" not in executed["cached_nodes"]  # the garment's scale depends on the job
+
+
+async def test_photos_taken_turned_are_processed_upright(comfy_node, receiver, http):
+    person, garment = noise_png(64, 48, seed=31), noise_png(16, 12, seed=32)
+    # As a phone stores them: the pixels on their side and an EXIF tag saying how to turn them.
+    turned_person, turned_garment = images.taken_turned(person, 6), images.taken_turned(garment, 8)
+    assert Image.open(io.BytesIO(turned_person)).size == (48, 64)
+    callback = await run_job(http, comfy_node, receiver, "comfy-exif", turned_person, turned_garment, seed=20, steps=10)
+    assert callback.fields["status"] == "succeeded", callback.fields
+    # Exactly what the upright pair gives: the workflow saw both the right way up.
+    got, want = output_pixels(callback), expected_blend(person, garment, x=20, y=10)
+    assert got.shape == want.shape == (48, 64, 3)
+    assert numpy.abs(got - want).max() <= 1
+    accepted = comfy_node.wait_event("job_accepted", job_id="comfy-exif")
+    assert accepted["person_image"]["orientation"] == 6 and accepted["person_image"]["width"] == 48  # as stored
+    decoded = comfy_node.wait_event("inputs_decoded", job_id="comfy-exif")
+    assert decoded["person_image"] == {"format": "PNG", "width": 64, "height": 48, "orientation": 6,
+                                       "processed": [64, 48]}
+    assert decoded["garment_image"]["orientation"] == 8 and decoded["garment_image"]["processed"] == [16, 12]
+
+
+def reload(node: NodeProcess, config: dict, timeout: float = 60.0) -> dict:
+    """Write `config`, send HUP, and return this reload's own config_reloaded event."""
+    seen = len(node.events("config_reloaded"))
+    node.config_path.write_text(yaml.safe_dump(config))
+    node.signal(signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reloads = node.events("config_reloaded")
+        if len(reloads) > seen:
+            return reloads[seen]
+        time.sleep(0.02)  # a log poll, as NodeProcess.wait_event does
+    raise AssertionError(f"no config_reloaded within {timeout} s\n{node.tail()}")
+
+
+async def test_the_output_is_the_persons_size_unless_a_reload_says_model_which_applies_at_once(
+    comfy_node, receiver, http
+):
+    pid = comfy_node.worker_pid()
+    # 4.32 MP: over model.comfyui.input_max_pixels, so the graph works on it scaled down.
+    person, garment = images.gradient(2400, 1800, "PNG"), noise_png(16, 12, seed=3)
+    callback = await run_job(http, comfy_node, receiver, "comfy-size-person", person, garment)
+    assert Image.open(io.BytesIO(callback.files["output_image"][2])).size == (2400, 1800)
+    assert comfy_node.wait_event("comfyui_graph_executed", job_id="comfy-size-person")["produced_size"] == [2364, 1773]
+    try:
+        model_sized = {**comfy_node.config, "images": {"output_size": "model"}}
+        reloaded = await asyncio.to_thread(reload, comfy_node, model_sized)
+        assert reloaded["changed"] == ["images.output_size"] and reloaded["recycle_worker"] is False
+        callback = await run_job(http, comfy_node, receiver, "comfy-size-model", person, garment)
+        assert Image.open(io.BytesIO(callback.files["output_image"][2])).size == (2364, 1773)  # as the graph made it
+        assert comfy_node.wait_event("job_accepted", job_id="comfy-size-model")["output_size"] == "model"
+        assert comfy_node.worker_pid() == pid
+    finally:
+        await asyncio.to_thread(reload, comfy_node, comfy_node.config)
 
 
 async def test_a_node_error_fails_the_job_with_the_nodes_message(comfy_node, receiver, http):

@@ -28,8 +28,9 @@ pytestmark = pytest.mark.timeout(600)  # the first test also waits for the weigh
 BACKEND = "tests.support.qwen:QwenTestBackend"
 LOADERS = ("37", "38", "39", "89")  # UNETLoader, CLIPLoader, VAELoader, LoraLoaderModelOnly
 LOADS = ("load_diffusion_model", "load_text_encoder", "load_vae", "load_lora")
-PERSON_SIZE = (384, 512)
-PERSON, GARMENT = images.person(*PERSON_SIZE), images.garment()
+PERSON_SIZE = (384, 512)  # upright: a portrait
+# As a phone stores a portrait: 512x384 pixels on their side, EXIF orientation 6.
+PERSON, GARMENT = images.taken_turned(images.person(*PERSON_SIZE), 6), images.garment()
 # What one job costs in engine calls with the shipped graph: the prompt (111) runs the text
 # encoder once, its vision tower on both images, and the VAE encoder on both images for the
 # reference latents; 4 steps at cfg 1 are 4 model calls; one VAE decode. The negative (110)
@@ -99,11 +100,16 @@ async def test_a_job_brings_back_an_image_of_the_expected_size(qwen_node, first_
     fields = first_job.fields
     assert fields["status"] == "succeeded", fields
     image = output_image(first_job)
-    # The graph samples at the preset size nearest the person's aspect ratio (shrunk here).
-    assert image.size == expected_output_size(root, PERSON_SIZE, CI.resolution_divisor)
+    # images.output_size `person`: the upright person photo's size, whatever the graph's.
+    assert image.size == PERSON_SIZE
     pixels = numpy.asarray(image.convert("RGB"), dtype=numpy.float64)
     assert pixels.std() > 1.0  # noise from random weights, not a blank (NaN or constant) frame
     executed = qwen_node.wait_event("comfyui_graph_executed", job_id="qwen-1")
+    # The graph sampled at the preset nearest the person's aspect (shrunk here): a portrait
+    # one, so it saw the photo upright (stored sideways, it would have been a landscape one).
+    produced = expected_output_size(root, PERSON_SIZE, CI.resolution_divisor)
+    assert tuple(executed["produced_size"]) == produced and produced[0] < produced[1]
+    assert expected_output_size(root, PERSON_SIZE[::-1], CI.resolution_divisor) == produced[::-1]
     assert set(LOADERS) <= set(executed["cached_nodes"])  # loaded at warm-up, not again
     # Per-node seconds, for the nodes that ran: the prompt's encode, the sampler, the VAE decode.
     assert {"3", "8", "111"} <= set(executed["node_seconds"])

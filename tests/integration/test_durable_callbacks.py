@@ -9,12 +9,13 @@ import subprocess
 import threading
 import time
 
+import msgspec
 import pytest
 
 from tests.integration.test_metrics import scrape, value
-from supervisor.spool import read_header
+from supervisor.spool import decode, encode, read_header
 from tests.support.client import start_long_job, submit, tryon_form
-from tests.support.node import TOKEN, NodeProcess, free_port
+from tests.support.node import GPU_SERVER, TOKEN, NodeProcess, free_port
 from tests.support.receiver import Reply
 
 # Quick retries: 1 (after ~1 s); then the spool from 0.5 s doubling to 1 s.
@@ -160,3 +161,42 @@ async def test_sigquit_keeps_the_undelivered_result_in_the_spool(tmp_path, recei
     (name,) = spool_files(node)
     record = read_header(node.workdir / "spool" / name)
     assert record.job_id == "quit-1" and record.state == "failed" and record.error_code == "shutdown"
+
+
+async def test_a_dead_letter_replayed_after_the_age_limit_is_delivered_not_expired(tmp_path, receiver, http):
+    # Dead letters wait for the operator however long (days, when the URL was wrong); a replay
+    # asks for a delivery, and must not end in `spool_entry_expired` at the next start.
+    workdir = tmp_path / "node"
+    workdir.mkdir()
+    receiver.answer_for["replayed-late"] = lambda: Reply(404)
+    first = NodeProcess(workdir, receiver.url, {"callback": {"max_retries": 0}}).start()
+    try:
+        status, _, _ = await submit(http, first.base_url, tryon_form("replayed-late"))
+        assert status == 202
+        await asyncio.to_thread(first.wait_event, "callback_failed", 60, job_id="replayed-late", final=True)
+    finally:
+        assert first.stop() == 0, first.tail()
+    (dead,) = (workdir / "spool" / "dead").glob("replayed-late~*.cb")
+    age_out(dead, days=30)  # older than spool.max_age_s (7 days)
+
+    result = subprocess.run(
+        [str(GPU_SERVER), "spool", "replay", "--config", str(first.config_path), "replayed-late"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    receiver.answer_for["replayed-late"] = lambda: Reply(200)
+    second = NodeProcess(workdir, receiver.url).start()
+    try:
+        # Retried at once at start (or, before, expired at once: then this waits in vain).
+        await asyncio.to_thread(second.wait_event, "callback_succeeded", 30, job_id="replayed-late")
+    finally:
+        assert second.stop() == 0, second.tail()
+    assert not second.events("spool_entry_expired")
+    assert receiver.for_job("replayed-late")[-1].answered == 200
+
+
+def age_out(path, days: float) -> None:
+    """Rewrite a spool file as if it had been spooled `days` ago (same body, valid checksum)."""
+    record, body = decode(path.read_bytes())
+    aged = msgspec.structs.replace(record, spooled_at=record.spooled_at - days * 86400)
+    path.write_bytes(b"".join(encode(aged, body)))

@@ -8,10 +8,9 @@ import json
 import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import images
-from tests.support.client import submit, tryon_form
+from tests.support.client import start_long_job, submit, tryon_form
 from tests.support.node import TOKEN, NodeProcess
 
 MAX_BODY = 1024 * 1024
@@ -100,7 +99,7 @@ async def test_a_client_that_disconnects_mid_body_is_request_aborted_not_an_erro
     assert aborted["level"] == "INFO"
     assert not node.events("internal_error")
     assert not [e for e in node.events() if e["level"] == "ERROR"]
-    assert not [s for s in tryon_statuses(node) if s.startswith("5")]
+    assert not [s for s in node.request_statuses("/tryon") if s.startswith("5")]
 
 
 # --- 8: X-Internal-Auth given twice ------------------------------------------------------
@@ -167,25 +166,42 @@ async def test_job_id_in_the_url_is_percent_decoded(node, http, receiver):
     assert_error(code, body, 404, "not_found")
 
 
+# --- a body on a route that takes none ---------------------------------------------------
+
+
+async def test_delete_with_a_body_is_refused_from_its_headers_never_buffered(node):
+    # DELETE /jobs takes no body. One declared must not be held in memory before the token
+    # is checked (anyone could make the node buffer server.max_body_bytes per connection),
+    # nor delay the 401: here it never comes, and the answer must not wait for it.
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    try:
+        writer.write(f"DELETE /jobs/nobody HTTP/1.1\r\nHost: n\r\nContent-Length: {MAX_BODY}\r\n\r\n".encode())
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), ANSWER_WITHIN_S)
+        assert head.split()[1] == b"401", head
+    finally:
+        writer.close()
+
+
+async def test_delete_with_a_body_that_cancels_a_job_is_202_and_no_error(node, http, receiver):
+    await start_long_job(http, node, "cancel-with-a-body")
+    headers = {"X-Internal-Auth": TOKEN, "Content-Type": "application/octet-stream"}
+    async with http.delete(f"{node.base_url}/jobs/cancel-with-a-body", headers=headers, data=b"x" * 4096) as answer:
+        assert answer.status == 202, await answer.text()
+    (callback,) = await receiver.await_callback("cancel-with-a-body")
+    assert callback.fields["status"] == "cancelled"
+    assert not [e for e in node.events() if e["level"] == "ERROR"]
+
+
 # --- after all of the above --------------------------------------------------------------
 
 
 async def test_no_5xx_and_no_error_lines_after_all_of_the_above(node):
-    assert not [s for s in tryon_statuses(node) if s.startswith("5")]
+    assert not [s for s in node.request_statuses("/tryon") if s.startswith("5")]
     errors = [e for e in node.events() if e["level"] == "ERROR"]
     assert not errors, errors
     assert node.gpu_status()["busy"] is False
 
-
-def tryon_statuses(node) -> set[str]:
-    _, text = node.get("/metrics")
-    return {
-        s.labels["status"]
-        for family in text_string_to_metric_families(text)
-        if family.name == "gpu_server_requests"
-        for s in family.samples
-        if s.name.endswith("_total") and s.labels["route"] == "/tryon"
-    }
 
 
 def request(node, method: str, path: str) -> tuple[int, dict]:

@@ -7,7 +7,7 @@ import signal
 import stat
 from pathlib import Path
 
-from tests.support.node import NodeProcess
+from tests.support.node import TOKEN, NodeProcess
 from tests.support.processes import wait_gone
 
 
@@ -46,3 +46,29 @@ def test_worker_does_not_outlive_a_supervisor_killed_with_sigkill(tmp_path, rece
     victim.wait_exit(10)
     # The contract: gone within 5 s of its supervisor, by itself (PR_SET_PDEATHSIG).
     assert wait_gone(worker, timeout=5), "the worker outlived its supervisor"
+
+
+def test_the_worker_never_sees_the_supervisors_secrets_in_its_environment(tmp_path, receiver):
+    # As deployed (Kubernetes, systemd): the tokens reach the supervisor as environment
+    # variables read through `${VAR}`. The worker runs the engine and any custom nodes it
+    # loads; none of them needs a token, so none is in its environment.
+    secrets = {
+        "GPU_SERVER_TOKEN": TOKEN,
+        "GPU_SERVER_CALLBACK_TOKEN": "callback-token-from-the-environment",
+        "GPU_SERVER_SIGNING_SECRET": "whsec_c2VjcmV0LWZvci10aGUtc2lnbmF0dXJlcw==",
+    }
+    overrides = {
+        "auth": {"tokens": ["${GPU_SERVER_TOKEN}"]},
+        "callback": {"token": "${GPU_SERVER_CALLBACK_TOKEN}", "signing_secret": "${GPU_SERVER_SIGNING_SECRET}"},
+    }
+    env = {**secrets, "GPU_SERVER_HARMLESS": "kept-for-the-worker"}
+    node = NodeProcess(tmp_path, receiver.url, overrides, env=env).start()
+    try:
+        environ = dict(
+            entry.split(b"=", 1) for entry in Path(f"/proc/{node.worker_pid()}/environ").read_bytes().split(b"\0") if entry
+        )
+    finally:
+        assert node.stop() == 0, node.tail()
+    assert environ.get(b"GPU_SERVER_HARMLESS") == b"kept-for-the-worker"  # so the check below can fail
+    leaked = [name for name, value in secrets.items() if name.encode() in environ or value.encode() in environ.values()]
+    assert not leaked, leaked

@@ -71,6 +71,41 @@ async def test_sighup_applies_live_settings_at_once_and_recycles_for_model_setti
         assert node.stop() == 0, node.tail()
 
 
+async def test_step_limits_are_checked_at_admission_and_a_reload_changes_them_at_once(tmp_path, receiver, http):
+    # A node whose workflow was trained for 4 steps (a Lightning LoRA, say).
+    node = NodeProcess(tmp_path, receiver.url, {
+        "limits": {"steps": [4, 4]}, "model": {"reference": {"default_steps": 4}},
+    }).start()
+    try:
+        pid = node.worker_pid()
+        status, _, body = await submit(http, node.base_url, tryon_form("steps-8", config={"steps": 8}))
+        assert status == 422 and body["error"] == "validation_failed", body
+        assert body["details"] == [
+            {"field": "config.steps", "message": "8 is outside the range this node allows: 4 to 4 (limits.steps)"},
+        ]
+        for job_id, config in (("steps-4", {"steps": 4}), ("steps-default", None)):
+            status, _, body = await submit(http, node.base_url, tryon_form(job_id, config=config))
+            assert status == 202, body
+            (callback,) = await receiver.await_callback(job_id)
+            assert callback.fields["status"] == "succeeded"
+
+        config = dict(node.config)
+        config["limits"] = {"steps": [1, 8]}
+        write_config(node, config)
+        node.signal(signal.SIGHUP)
+        reloaded = await asyncio.to_thread(node.wait_event, "config_reloaded")
+        assert reloaded["changed"] == ["limits.steps"] and reloaded["recycle_worker"] is False
+        # The 422 before left no trace: the same job_id is welcome now.
+        status, _, body = await submit(http, node.base_url, tryon_form("steps-8", config={"steps": 8}))
+        assert status == 202, body
+        (callback,) = await receiver.await_callback("steps-8")
+        assert callback.fields["status"] == "succeeded"
+        assert node.wait_event("inference_started", job_id="steps-8")["steps"] == 8
+        assert node.worker_pid() == pid
+    finally:
+        assert node.stop() == 0, node.tail()
+
+
 async def test_sigusr1_recycles_the_worker_after_its_job_and_is_not_a_crash(tmp_path, receiver, http):
     # max_restarts 0: a single counted restart would end the node with exit 3. A plain
     # recycle (overlap never); with overlap: test_recycle_overlap.py.

@@ -14,7 +14,6 @@ import signal
 import time
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.client import submit, tryon_form
 from tests.support.node import TOKEN, NodeProcess
@@ -116,7 +115,7 @@ async def test_slow_clients_are_cut_off_by_their_deadlines_while_a_normal_client
     (body_timeout,) = [e for e in timeouts if e["phase"] == "body"]
     assert body_timeout["path"] == "/tryon" and body_timeout["body_bytes"] == 1007
     # The stalled upload is a 408 of /tryon, never a 503 (nor counted as one).
-    statuses = tryon_statuses(node)
+    statuses = node.request_statuses("/tryon")
     assert "408" in statuses and not [s for s in statuses if s.startswith("5")], statuses
     for s in slow:
         s.writer.close()
@@ -143,16 +142,6 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length"))
     return int(head.split()[1]), await asyncio.wait_for(reader.readexactly(length), GRACE_S)
 
-
-def tryon_statuses(node) -> set[str]:
-    _, text = node.get("/metrics")
-    return {
-        s.labels["status"]
-        for family in text_string_to_metric_families(text)
-        if family.name == "gpu_server_requests"
-        for s in family.samples
-        if s.name.endswith("_total") and s.labels["route"] == "/tryon"
-    }
 
 
 def test_slow_clients_do_not_hold_the_node_when_it_stops(tmp_path, receiver):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from supervisor import config
@@ -20,10 +22,11 @@ callback: {url: "http://127.0.0.1:9/c", token: t}
 images: {output_format: webp}
 """
 HEADER = ImageHeader("PNG", 64, 48)
+TURNED = ImageHeader("JPEG", 80, 60, orientation=6)  # a portrait photo, stored on its side
 
 
 def submission(job_id: str, **options) -> Submission:
-    return Submission(job_id, "u", "s", "qwen", JobOptions(**options), b"person", b"garment", HEADER, HEADER)
+    return Submission(job_id, "u", "s", "qwen", JobOptions(**options), b"person", b"garment", TURNED, HEADER)
 
 
 class Node:
@@ -60,6 +63,21 @@ def test_an_accepted_job_is_stored_counted_and_handed_on_with_its_options_resolv
     assert job.state is JobState.QUEUED and node.woken == 1 and node.count("accepted") == 1
     assert job.options.steps == 4 and job.options.output_format == "webp"  # the config's default
     assert isinstance(job.options.seed, int)  # drawn now, so the run is reproducible from the log
+
+
+def test_the_output_size_is_resolved_from_the_config_in_force_at_acceptance(caplog):
+    node = Node(max_pending=1)
+    with caplog.at_level(logging.INFO):
+        job, _ = node.admission.admit(submission("j1"))
+    assert job.output_size == "person"  # images.output_size's default
+    node.admission.config = config.parse(CONFIG.replace("output_format: webp", "output_size: model"), {})
+    later, _ = node.admission.admit(submission("j2"))
+    assert (job.output_size, later.output_size) == ("person", "model")  # a reload changes later jobs only
+    (accepted,) = [r.fields for r in caplog.records
+                   if getattr(r, "event", None) == "job_accepted" and r.fields["job_id"] == "j1"]
+    assert accepted["output_size"] == "person"
+    # Sizes as stored in the file, and the orientation the worker will undo.
+    assert accepted["person_image"] == {"format": "JPEG", "width": 80, "height": 60, "orientation": 6, "bytes": 6}
 
 
 def test_a_given_seed_and_format_are_kept():

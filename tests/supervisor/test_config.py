@@ -40,6 +40,7 @@ def test_minimal_file_gets_the_contract_defaults():
     assert config.logging.level == "INFO" and config.metrics.token is None
     assert config.events.url is None and config.events.token is None
     assert config.events.timeout_s == 2 and config.events.min_interval_s == 1
+    assert config.images.output_size == "person" and config.limits.steps == (1, 100)
 
 
 def test_environment_expansion_with_defaults_and_type_conversion():
@@ -213,3 +214,34 @@ def test_the_error_keeps_a_view_of_the_valid_part_for_further_checks():
     view = caught.value.view
     assert view.spool.dir == "/srv/spool" and view.worker.backend == "reference"
     assert caught.value.details[0].line == 5
+
+
+def test_output_size_is_person_or_model():
+    assert cfg.parse(MINIMAL + "images: {output_size: model}\n", {}).images.output_size == "model"
+    (problem,) = problems_of(MINIMAL + "images: {output_size: original}\n")
+    assert problem == "images.output_size: Invalid enum value 'original' (line 5)"
+
+
+def test_step_limits_are_a_min_and_max_within_1_to_100():
+    config = cfg.parse(MINIMAL + "limits: {steps: [4, 4]}\nmodel: {reference: {default_steps: 4}}\n", {})
+    assert config.limits.steps == (4, 4)
+    assert problems_of(MINIMAL + "limits: {steps: [0, 4]}\n") == ["limits.steps[0]: Expected `int` >= 1 (line 5)"]
+    assert problems_of(MINIMAL + "limits: {steps: [1, 101]}\n") == ["limits.steps[1]: Expected `int` <= 100 (line 5)"]
+    assert problems_of(MINIMAL + "limits: {steps: [4]}\n") == [
+        "limits.steps: Expected `array` of length 2, got 1 (line 5)",
+    ]
+    assert problems_of(MINIMAL + "limits: {steps: 4}\n") == ["limits.steps: Expected `array`, got `int` (line 5)"]
+
+
+def test_step_limits_the_wrong_way_round_are_refused():
+    assert problems_of(MINIMAL + "limits: {steps: [8, 4]}\n") == [
+        "limits.steps: the minimum (8) is above the maximum (4); write [min, max] (line 5)",
+    ]
+
+
+def test_the_reference_backends_default_steps_must_lie_within_the_step_limits():
+    (problem,) = problems_of(MINIMAL + "limits: {steps: [1, 4]}\n")  # default_steps: 8
+    assert problem == ("model.reference.default_steps: 8 (the steps of a job that names none) "
+                       "is outside limits.steps [1, 4]")
+    # Another backend does not read it.
+    assert cfg.parse(MINIMAL + "limits: {steps: [1, 4]}\nworker: {backend: 'pkg.mod:Cls'}\n", {}).limits.steps == (1, 4)

@@ -9,8 +9,40 @@ from tests.support import images
 @pytest.mark.parametrize("fmt, expected", [("JPEG", "JPEG"), ("PNG", "PNG"), ("WEBP", "WEBP")])
 def test_accepted_formats_are_judged_from_the_bytes(fmt, expected):
     header = read_header(images.solid(30, 20, fmt), 10_000)
-    assert header == (expected, 30, 20)
+    assert header == (expected, 30, 20, 1)
     assert header.pixels == 600
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_the_exif_orientation_is_read_with_the_header_and_the_size_stays_as_stored(fmt):
+    header = read_header(images.with_orientation(images.solid(30, 20, fmt), 6), 10_000)
+    assert header == (fmt, 30, 20, 6)
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_a_quarter_turn_changes_neither_limit(orientation):
+    # Stored 16383x2: upright 2x16383; the longer side and the pixel count are the same.
+    data = images.with_orientation(images.encode(images.Image.new("RGB", (16383, 2)), "PNG"), orientation)
+    assert read_header(data, 32766, 16383).orientation == orientation
+    with pytest.raises(TooManyPixels):
+        read_header(data, 32765, 16383)
+    with pytest.raises(TooManyPixels):
+        read_header(data, 36_000_000, 16382)
+
+
+def test_the_header_read_never_decodes_a_pngs_pixels_to_find_a_late_exif_chunk(monkeypatch):
+    from PIL import ImageFile
+
+    data = images.with_orientation(images.solid(30, 20, "PNG"), 3)
+    # PNG's own getexif loads the whole image to look past the pixel data; ours does not.
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("the pixels were decoded"))
+    assert read_header(data, 10_000).orientation == 3
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # pytest resets the module's filter
+def test_a_damaged_exif_block_is_no_orientation_and_no_refusal():
+    data = images.encode(images.Image.new("RGB", (6, 4)), "JPEG", exif=b"Exif\x00\x00MM\x00*garbage")
+    assert read_header(data, 100).orientation == 1
 
 
 @pytest.mark.parametrize(

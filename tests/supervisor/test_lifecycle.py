@@ -191,6 +191,22 @@ def test_crashes_older_than_the_window_do_not_count():
     assert d.core.state is S.RESTARTING and not d.of(GiveUp)
 
 
+def test_time_spent_loading_is_no_healthy_run_a_slow_start_that_fails_backs_off():
+    # A model that fails after a long load (a warm-up out of memory, a mount that times out)
+    # never served: each failure is one more in a row, however long the load took.
+    d = Driver(max_backoff_s=60, healthy_after_s=60, max_restarts=100, heartbeat_timeout_s=1000)
+    d.feed(Start())
+    delays = []
+    for gen in range(1, 5):
+        d.load(gen)
+        d.advance(90)  # loading, longer than healthy_after_s
+        backoff = [a.delay_s for a in d.of(SetTimer, d.exit(gen, 4)) if a.timer.kind is TimerKind.BACKOFF]
+        delays.append(backoff[0] if backoff else 0.0)
+        d.advance(delays[-1])
+    assert delays == [0, 1, 2, 4]
+    assert d.logs("worker_restarting")[-1].fields["crashes_in_a_row"] == 4
+
+
 def test_a_spawn_that_fails_is_a_crash_retried_after_the_backoff():
     d = Driver(max_backoff_s=5)
     d.feed(Start())

@@ -91,6 +91,21 @@ def test_every_comfyui_problem_at_once(comfy):
     assert all(p.line is not None for p in problems)
 
 
+def test_the_workflows_own_steps_must_lie_within_the_step_limits(comfy):
+    workflow = {**WORKFLOW, "3": {"class_type": "KSampler", "inputs": {"steps": 20, "seed": 0}}}
+    (comfy / "flow.json").write_text(json.dumps(workflow))
+    mapped = {**COMFYUI["inputs"], "steps": {"node": "3", "input": "steps"}}
+    loaded = loaded_from(comfy, worker={"backend": "comfyui"}, limits={"steps": [4, 4]},
+                         model={"comfyui": {**COMFYUI, "inputs": mapped}})
+    (problem,) = preflight.run(loaded)
+    assert problem.path == "limits.steps" and problem.line is not None
+    assert problem.message == ("[4, 4] leaves out the workflow's own steps (20, node '3' input 'steps'), "
+                               "which a job naming no steps runs")
+    workflow["3"]["inputs"]["steps"] = 4
+    (comfy / "flow.json").write_text(json.dumps(workflow))
+    assert preflight.run(loaded) == []
+
+
 def test_a_missing_root_and_workflow_are_named(comfy):
     problems = preflight.run(with_comfyui(comfy, path="elsewhere", workflow="absent.json"))
     assert paths(problems) == ["model.comfyui.path", "model.comfyui.workflow"]

@@ -38,11 +38,19 @@ def test_overlap_settings_apply_to_the_next_recycle_without_one_of_their_own():
     assert result.changed == ["worker.overlap", "worker.overlap_margin_bytes"] and not result.recycle_worker
 
 
+def test_step_limits_and_the_output_size_apply_to_the_next_job_without_a_new_worker():
+    # Both are read per job when it is accepted (the output size travels with the job).
+    result = plan("", "limits: {steps: [2, 8]}\nimages: {output_size: model}\n")
+    assert result.changed == ["images.output_size", "limits.steps"] and not result.recycle_worker
+    assert result.applied.limits.steps == (2, 8) and result.applied.images.output_size == "model"
+
+
 def test_settings_the_worker_is_spawned_with_recycle_it():
     assert plan("", "worker: {device: cpu}\n").recycle_worker
     assert plan("", "model: {reference: {default_steps: 3}}\n").recycle_worker
     assert plan("", "images: {max_pixels: 1000}\n").recycle_worker
     assert plan("", "model: {version: v2}\n").recycle_worker
+    assert plan("", "model: {comfyui: {input_max_pixels: 1048576}}\n").recycle_worker
 
 
 def test_listening_socket_identity_and_spool_need_a_restart_and_are_kept():

@@ -29,9 +29,13 @@ def test_list_shows_every_folder(tmp_path):
 
 def test_replay_moves_chosen_dead_letters_back_and_the_next_start_finds_them(tmp_path):
     spool = spool_with_entries(tmp_path)
-    moved, skipped = replay_dead(spool, ["rejected-2"])
+    moved, skipped = replay_dead(spool, ["rejected-2"], now=5000.0)
     assert moved == ["rejected-2~msg_r2.cb"] and skipped == []
-    assert sorted(item.record.job_id for item in Spool(spool.root).open()) == ["rejected-2", "waits"]
+    loaded = {item.record.job_id: item.record for item in Spool(spool.root).open()}
+    assert sorted(loaded) == ["rejected-2", "waits"]
+    # Its age limit counts from the replay; the same bytes and webhook-id go out.
+    assert loaded["rejected-2"].spooled_at == 5000.0 and loaded["waits"].spooled_at == 1000.0
+    assert Spool(spool.root).read("rejected-2~msg_r2.cb") == b"r2"
     moved, _ = replay_dead(spool)
     assert moved == ["rejected-1~msg_r1.cb"] and list(spool.dead.iterdir()) == []
 

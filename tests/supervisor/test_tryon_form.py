@@ -127,6 +127,14 @@ def test_json_depth_counts_nesting_outside_strings(text, depth):
     assert json_depth(text.encode()) == depth
 
 
+def test_an_unterminated_string_runs_to_the_end_in_one_scan():
+    # Its brackets are string content, and the scan does not start again at each quote
+    # inside it (that was one pass over the rest per quote: a 16 KiB config of escaped
+    # quotes held the event loop for most of a second).
+    assert json_depth(b'{"a": "[[[[') == 1
+    assert json_depth(b'"' + b'\\"' * 8000 + b"[") == 0
+
+
 @pytest.mark.parametrize(
     "config",
     [b"[" * 8000 + b"]" * 8000, b'{"a":' * 33 + b"1" + b"}" * 33, b'{"prompt": "caf\xe9"}', b"\xff"],
@@ -148,3 +156,43 @@ def test_a_side_over_max_side_is_a_422_naming_the_image():
     with pytest.raises(ApiError) as caught:
         validate(form(garment_image=images.png_claiming(20000, 2)), 10**8, max_side=16383)
     assert caught.value.status == 422 and [d.field for d in caught.value.details] == ["garment_image"]
+
+
+def test_steps_outside_the_nodes_limits_are_a_422_naming_the_allowed_range():
+    error = error_of_steps(form(config={"steps": 8}), (4, 4))
+    assert (error.status, error.code) == (422, "validation_failed")
+    (detail,) = error.details
+    assert detail.field == "config.steps"
+    assert detail.message == "8 is outside the range this node allows: 4 to 4 (limits.steps)"
+
+
+@pytest.mark.parametrize("steps", [1, 3, 9, 100])
+def test_each_side_of_the_step_limits_is_outside_them(steps):
+    assert error_of_steps(form(config={"steps": steps}), (4, 8)).details[0].field == "config.steps"
+
+
+@pytest.mark.parametrize("steps", [4, 6, 8])
+def test_steps_within_the_limits_inclusive_are_accepted(steps):
+    assert validate(form(config={"steps": steps}), 10**8, steps=(4, 8)).options.steps == steps
+
+
+def test_a_job_naming_no_steps_is_not_held_to_the_limits():
+    # It runs the workflow's own count (which the operator chose with the limits).
+    assert validate(form(config={"seed": 1}), 10**8, steps=(4, 4)).options.steps is None
+
+
+def test_a_step_limit_problem_is_listed_with_the_other_field_problems():
+    error = error_of_steps(form(config={"steps": 50}, provider=b"dalle"), (4, 4))
+    assert {d.field for d in error.details} == {"config.steps", "provider"}
+
+
+def test_steps_outside_1_to_100_are_reported_once_whatever_the_limits():
+    error = error_of_steps(form(config={"steps": 101}), (4, 4))
+    (detail,) = error.details
+    assert detail.field == "config.steps" and detail.message == "Expected `int` <= 100"
+
+
+def error_of_steps(f, steps: tuple[int, int]) -> ApiError:
+    with pytest.raises(ApiError) as caught:
+        validate(f, 36_000_000, steps=steps)
+    return caught.value

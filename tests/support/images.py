@@ -30,14 +30,62 @@ def solid(width: int, height: int, fmt: str = "PNG", color=(90, 120, 150)) -> by
     return encode(Image.new("RGB", (width, height), color), fmt)
 
 
+def gradient(width: int, height: int, fmt: str = "PNG") -> bytes:
+    """Large in pixels, a few MB at most in bytes, yet not flat: a photo-sized input that
+    passes images.max_bytes (36 MP of noise would be ~108 MB in any format)."""
+    import numpy
+
+    x = numpy.linspace(0, 255, width, dtype=numpy.float32)
+    y = numpy.linspace(0, 255, height, dtype=numpy.float32)
+    red = numpy.add.outer(y * 0.5, x * 0.5).astype(numpy.uint8)
+    green = numpy.broadcast_to(x.astype(numpy.uint8), (height, width))
+    blue = numpy.broadcast_to(y.astype(numpy.uint8)[:, None], (height, width))
+    image = Image.fromarray(numpy.dstack([red, green, blue]))
+    ImageDraw.Draw(image).rectangle((width * 0.3, height * 0.25, width * 0.7, height * 0.8), fill=(60, 80, 140))
+    options = {"compress_level": 1} if fmt == "PNG" else {}
+    return encode(image, fmt, **options)
+
+
+def with_orientation(data: bytes, orientation: int) -> bytes:
+    """The same pixels, stored as they are, tagged with an EXIF orientation (1 to 8)."""
+    image = Image.open(io.BytesIO(data))
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    lossless = {"JPEG": {"quality": 100, "subsampling": 0}, "WEBP": {"lossless": True}}
+    return encode(image, image.format, exif=exif.tobytes(), **lossless.get(image.format, {}))
+
+
+# How to store an upright picture so that an orientation tag turns it upright again (the
+# inverse of what the tag asks a viewer to do).
+STORED_FOR = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,  # the camera was turned a quarter clockwise
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def taken_turned(upright: bytes, orientation: int) -> bytes:
+    """`upright` as a camera held another way stores it: the pixels turned, and the
+    orientation tag that tells a viewer how to turn them back."""
+    image = Image.open(io.BytesIO(upright))
+    turn = STORED_FOR[orientation]
+    stored = image.transpose(turn) if turn is not None else image.copy()
+    return with_orientation(encode(stored, image.format), orientation)
+
+
 def noise(width: int, height: int, fmt: str = "PNG") -> bytes:
     """Incompressible: about width x height x 3 bytes whatever the format."""
     return encode(Image.frombytes("RGB", (width, height), os.urandom(width * height * 3)), fmt)
 
 
-def encode(image: Image.Image, fmt: str) -> bytes:
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
+    image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
 
 

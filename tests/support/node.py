@@ -106,6 +106,19 @@ class NodeProcess:
             time.sleep(0.05)
         raise AssertionError(f"/health never answered {status} within {timeout} s (last: {last})\n{self.tail()}")
 
+    def request_statuses(self, route: str) -> set[str]:
+        """The statuses `gpu_server_requests_total` has counted for `route` so far."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        _, text = self.get("/metrics")
+        return {
+            sample.labels["status"]
+            for family in text_string_to_metric_families(text)
+            if family.name == "gpu_server_requests"
+            for sample in family.samples
+            if sample.name.endswith("_total") and sample.labels["route"] == route
+        }
+
     def get(self, path: str, token: str | None = None, headers: dict | None = None) -> tuple[int, Any]:
         request = urllib.request.Request(self.base_url + path, headers=dict(headers or {}))
         if token is not None:
