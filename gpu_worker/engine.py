@@ -61,6 +61,18 @@ class LoadInfo(NamedTuple):
     device: str
     torch_version: str | None = None
     comfyui_version: str | None = None
+    engine_options: dict[str, Any] | None = None  # the engine's start-up options in force
+    gpu_compute_capability: str | None = None  # "9.0"; None on the CPU
+
+
+def compute_capability(device: str) -> str | None:
+    """The CUDA device's compute capability ("9.0"); None for the CPU."""
+    if not str(device).startswith("cuda"):
+        return None
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(str(device))
+    return f"{major}.{minor}"
 
 
 class JobError(Exception):
@@ -88,6 +100,13 @@ class Backend(Protocol):
 
     def free_memory(self) -> None:
         """Release cached memory after an out-of-memory (optional)."""
+
+    def release(self) -> None:
+        """Between jobs (after one, at most every 10 s: gpu_worker/release.py): what the
+        model's own job loop releases then (optional)."""
+
+    def close(self) -> None:
+        """At the worker's exit, and after a load that failed: remove what it made (optional)."""
 
 
 class BackendNotFound(Exception):
@@ -133,9 +152,21 @@ class Engine:
     def load(cls, name: str, context: BackendContext, model_version: str | None = None) -> Engine:
         started = time.perf_counter()
         backend = backend_class(name)(context)
-        loaded = backend.load()
+        try:
+            loaded = backend.load()
+        except BaseException:
+            close = getattr(backend, "close", None)
+            try:
+                if close is not None:
+                    close()  # what it made before failing (a folder, say) goes with it
+            except Exception:
+                pass  # the load's own failure is the one to report
+            raise
         # Plain strings for the wire (torch.__version__, say, is a str subclass).
-        info = LoadInfo(*(None if value is None else str(value) for value in loaded))
+        info = loaded._replace(**{
+            name: None if value is None else str(value)
+            for name, value in loaded._asdict().items() if name != "engine_options"
+        })
         if model_version:
             info = info._replace(model_version=model_version)
         return cls(backend, info, time.perf_counter() - started)
@@ -155,6 +186,18 @@ class Engine:
                 self._free_memory()
                 return Outcome(None, JobError("out_of_memory", f"out of memory: {exc}"))
             return Outcome(None, JobError("backend_error", f"{type(exc).__name__}: {exc}"))
+
+    def release(self) -> None:
+        """Between jobs: what the backend releases then (optional; best effort)."""
+        release = getattr(self.backend, "release", None)
+        if release is not None:
+            release()
+
+    def close(self) -> None:
+        """At the worker's exit: the backend's own clean-up (optional; best effort)."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
 
     def _free_memory(self) -> None:
         try:

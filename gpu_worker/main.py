@@ -8,7 +8,9 @@ Threads and sockets:
   through its own inproc socket (ZeroMQ sockets are never shared between threads);
 - the job's progress (`progress.py`) is a position the job thread only records; the main
   thread sends it on when it changed, at most every `progress.SEND_INTERVAL_S`, and once
-  more before the job's result.
+  more before the job's result;
+- between jobs the job thread lets the backend release memory (`release.py`: when
+  ComfyUI's own job loop would), and at the exit the backend removes what it made.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 
 import zmq
 
-from gpu_worker import progress, wire
+from gpu_worker import progress, release, wire
 from gpu_worker.engine import BackendContext, Engine, JobInputs
 from gpu_worker.stdio import capture_stdout
 from ipc import codec, jsonlog
@@ -115,7 +117,15 @@ class WorkerProcess:
         thread.start()
         code = self._io_loop()
         self.close()
+        self._close_engine(engine)
         return code
+
+    @staticmethod
+    def _close_engine(engine: Engine) -> None:
+        try:
+            engine.close()
+        except Exception:  # best effort: the exit goes on
+            events.exception("worker_close_failed")
 
     def close(self) -> None:
         """Flush what is still queued for the supervisor (up to LINGER), then let go.
@@ -202,13 +212,31 @@ class WorkerProcess:
     def _job_thread(self, engine: Engine) -> None:
         push = self.ctx.socket(zmq.PUSH)
         push.connect(RESULTS_ENDPOINT)
+        schedule = release.ReleaseSchedule()
         while True:
-            item = self.jobs.get()
+            if schedule.due():
+                self._release(engine)
+                schedule.released()
+            try:
+                item = self.jobs.get(timeout=schedule.wait_s())
+            except queue.Empty:
+                continue  # idle until the release was due
             if item is None:
                 push.close(linger=0)
                 return
             push.send_multipart(self._run_one(engine, *item), copy=False)
             del item  # the inputs go now, not when the next job arrives
+            schedule.job_done()
+
+    @staticmethod
+    def _release(engine: Engine) -> None:
+        started = time.perf_counter()
+        try:
+            engine.release()
+        except Exception:  # best effort: the next job runs whatever happens here
+            events.exception("worker_release_failed")
+            return
+        events.info("worker_released", seconds=round(time.perf_counter() - started, 4))
 
     def _run_one(
         self, engine: Engine, inputs: JobInputs, cancelled: threading.Event, reporter: progress.Reporter

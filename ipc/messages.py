@@ -7,14 +7,14 @@ the codec enforces that count in both directions.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 import msgspec
 
 # Bumped whenever a message changes shape. The worker sends it in Hello and the
 # supervisor refuses a worker that speaks another version. (2: Heartbeat carries nothing;
-# 3: JobProgress; 4: RunJob.output_size.)
-PROTOCOL_VERSION = 4
+# 3: JobProgress; 4: RunJob.output_size; 5: Ready's engine_options and gpu_compute_capability.)
+PROTOCOL_VERSION = 5
 
 
 class Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=True):
@@ -37,6 +37,10 @@ class Ready(Message, tag="ready"):
     load_time_s: float
     torch_version: str | None = None
     comfyui_version: str | None = None
+    # The engine's start-up options in force (ComfyUI's, by their underscored names); None
+    # where the backend has none.
+    engine_options: dict[str, Any] | None = None
+    gpu_compute_capability: str | None = None  # "9.0"; None on the CPU
 
 
 class StartupFailed(Message, tag="startup_failed"):

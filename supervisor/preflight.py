@@ -3,8 +3,10 @@
 The schema and the rules between keys are `config.parse`'s. Here comes what only the
 machine can tell: the spool folder takes a write (or can be made), and the backend's files:
 for `comfyui` the ComfyUI root, the workflow, the mapping against it and the model files it
-names. Nothing here imports torch or ComfyUI (the supervisor never does), and nothing is
-changed on disk.
+names, and the engine's options against the engine's own parser where the engine is there.
+Nothing here imports torch or ComfyUI (the supervisor never does: the options are judged in
+a child process that imports only the engine's `comfy/cli_args.py`), and nothing is changed
+on disk.
 
 A check is a function `(LoadedConfig) -> list[Problem]`. CHECKS run for every config,
 BACKEND_CHECKS[backend] for that backend: a new check (one that asks the engine, say) is
@@ -13,7 +15,10 @@ one function and one entry there.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -24,6 +29,7 @@ from supervisor.config_check import Broken, Problem, check, key_lines, locate
 from supervisor.spool import PROBE_BYTES
 
 Check = Callable[[LoadedConfig], list[Problem]]
+OPTIONS_TIMEOUT_S = 60.0  # the child that reads the engine's options: argparse, a second at most
 
 
 def run(loaded: LoadedConfig) -> list[Problem]:
@@ -143,5 +149,34 @@ def _model_files(settings: comfyui_settings.ComfyUISettings, workflow: dict, key
     ]
 
 
+def comfyui_options(loaded: LoadedConfig) -> list[Problem]:
+    """model.comfyui.options: each one the worker would refuse, where the engine is here to
+    judge them (its comfy/cli_args.py under model.comfyui.path; otherwise the worker's start
+    is where they are checked)."""
+    key = comfyui_settings.DEFAULT_KEY
+    raw = loaded.config.model.comfyui
+    if check(raw, comfyui_settings.ComfyUISettings, key):
+        return []  # reported by comfyui_files
+    settings = comfyui_settings.parse(raw, str(loaded.base_dir), key, check=False)
+    if not settings.options or not (Path(settings.path) / "comfy" / "cli_args.py").is_file():
+        return []
+    package_root = str(Path(comfyui_settings.__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    where = f"{key}.path"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "gpu_worker.backends.comfyui_options", settings.path, key],
+            input=json.dumps(settings.options, default=str), capture_output=True, text=True, timeout=OPTIONS_TIMEOUT_S, env=env,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [Problem(where, f"the engine's options could not be read from {settings.path}: {exc}")]
+    try:
+        problems = json.loads(result.stdout.strip().splitlines()[-1])["problems"]
+    except (ValueError, IndexError, KeyError, TypeError):
+        why = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        return [Problem(where, f"the engine's options could not be read from {settings.path}: {why}")]
+    return [_as_problem(p) for p in problems]
+
+
 CHECKS: list[Check] = [spool_folder]
-BACKEND_CHECKS: dict[str, list[Check]] = {"comfyui": [comfyui_files]}
+BACKEND_CHECKS: dict[str, list[Check]] = {"comfyui": [comfyui_files, comfyui_options]}

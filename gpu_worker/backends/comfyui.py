@@ -1,9 +1,11 @@
 """The `comfyui` backend: a ComfyUI workflow (Qwen-Image-Edit in production) run in the worker.
 
-Load: settings checked (`comfyui_settings`), engine started once (`comfyui_runtime`), the
-workflow and the config's mapping checked against the engine's node types and then by the
-engine itself (which also finds model files that are not on disk), and, unless turned off,
-one warm-up run so the weights are loaded and resident before the node says ready.
+Load: settings checked (`comfyui_settings`; made with the backend, which also chooses the
+CUDA allocator before torch loads: `comfyui_allocator`), engine started once with its
+options and custom node packs (`comfyui_runtime`), the workflow and the config's mapping
+checked against the engine's node types and then by the engine itself (which also finds
+model files that are not on disk), and, unless turned off, one warm-up run so the weights
+are loaded and resident before the node says ready.
 
 Run: decode the images, shape the workflow for the job (`comfyui_workflow`), execute it on
 the long-lived executor (its caches keep every loader's output, so no job reloads weights),
@@ -18,12 +20,20 @@ import time
 import uuid
 
 from gpu_worker import imaging
-from gpu_worker.backends import comfyui_progress, comfyui_settings, comfyui_workflow
+from gpu_worker.backends import comfyui_allocator, comfyui_progress, comfyui_settings, comfyui_workflow
 from gpu_worker.backends.comfyui_models import MODEL_FILE_SUFFIXES
 from gpu_worker.backends.comfyui_runtime import OOM_TYPES, ComfyUIRuntime, GraphResult
 from gpu_worker.backends.comfyui_settings import ComfyUISettings
 from gpu_worker.backends.comfyui_workflow import OUTPUT_NODE_ID, JobKeys, WorkflowError
-from gpu_worker.engine import BackendContext, JobCancelled, JobError, JobInputs, JobOutput, LoadInfo
+from gpu_worker.engine import (
+    BackendContext,
+    JobCancelled,
+    JobError,
+    JobInputs,
+    JobOutput,
+    LoadInfo,
+    compute_capability,
+)
 from ipc.jsonlog import EventLog
 
 events = EventLog("gpu_worker.comfyui")
@@ -41,7 +51,11 @@ class ComfyUIBackend:
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context
-        self.settings: ComfyUISettings | None = None
+        self.settings: ComfyUISettings = comfyui_settings.parse(context.settings, context.config_dir, self.SETTINGS_KEY)
+        # Now, before anything imports torch: a CUDA torch picks its allocator as it loads.
+        allocator = comfyui_allocator.choose(self.settings.cuda_malloc, context.device)
+        (events.warning if allocator.too_late else events.info)(
+            "comfyui_cuda_allocator", conf=allocator.conf, source=allocator.source, too_late=allocator.too_late)
         self.workflow: dict = {}
         self.runtime: ComfyUIRuntime | None = None
         self.exchange = None
@@ -52,21 +66,24 @@ class ComfyUIBackend:
     def load(self) -> LoadInfo:
         from gpu_worker.backends import comfyui_nodes
 
-        self.settings = comfyui_settings.parse(self.context.settings, self.context.config_dir, self.SETTINGS_KEY)
         self.workflow = comfyui_workflow.load(self.settings.workflow)
         self.runtime = ComfyUIRuntime(
-            self.settings.path, self.context.device, self.settings.models_dir, self.settings.extra_model_paths
+            self.settings.path, self.context.device, self.settings.models_dir, self.settings.extra_model_paths,
+            options=self.settings.options, custom_node_folders=self.settings.custom_node_folders,
+            key=self.SETTINGS_KEY,
         )
         self.exchange = comfyui_nodes.Exchange()
         self.runtime.start({**comfyui_nodes.node_classes(self.exchange), **self.extra_nodes()})
         if self.runtime.stand_ins:
             events.info("comfyui_stand_ins", packages=self.runtime.stand_ins,
                         note="not installed; the engine's nodes that need them fail when used")
+        self._report_packs()
         self.engine_started()
         self.progress = comfyui_progress.install(self.runtime.node_types)  # before any graph runs
         self._check_workflow()
         if self.settings.warmup:
             self._warm_up()
+        self.runtime.settle()
         import torch
 
         return LoadInfo(
@@ -75,7 +92,21 @@ class ComfyUIBackend:
             device=self.runtime.device,
             torch_version=str(torch.__version__),
             comfyui_version=self.runtime.version,
+            engine_options=self.runtime.engine_options(),
+            gpu_compute_capability=compute_capability(self.runtime.device),
         )
+
+    def _report_packs(self) -> None:
+        """Each custom node pack that failed to import, by name (the engine only logs them)."""
+        assert self.runtime is not None
+        if self.settings.custom_node_folders is None:
+            return
+        packs = self.runtime.packs
+        for pack in packs:
+            if not pack.loaded:
+                events.error("comfyui_custom_node_failed", pack=pack.name, path=pack.path, error=pack.error)
+        events.info("comfyui_custom_nodes", folders=self.settings.custom_node_folders,
+                    loaded=[p.name for p in packs if p.loaded], failed=[p.name for p in packs if not p.loaded])
 
     @property
     def workflow_name(self) -> str:
@@ -101,6 +132,9 @@ class ComfyUIBackend:
             error, node_errors = self.runtime.validate(prompt, [OUTPUT_NODE_ID])
             problems = self._describe_validation(prompt, error, node_errors)
         if problems:
+            failed = [f"{p.name} ({p.error})" for p in self.runtime.packs if not p.loaded]
+            if failed:
+                problems.append(f"custom node packs that failed to import: {'; '.join(failed)}")
             raise WorkflowError([f"workflow {self.settings.workflow}:"] + [f"  {p}" for p in problems])
 
     def _describe_validation(self, prompt: dict, error: dict | None, node_errors: dict) -> list[str]:
@@ -221,4 +255,12 @@ class ComfyUIBackend:
     def free_memory(self) -> None:
         if self.runtime is not None:
             self.runtime.free_memory()
+
+    def release(self) -> None:
+        if self.runtime is not None and self.runtime.executor is not None:
+            self.runtime.release()
+
+    def close(self) -> None:
+        if self.runtime is not None:
+            self.runtime.close()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Annotated, Any, Union
 
 import msgspec
 
@@ -56,6 +56,22 @@ class ComfyUISettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     # Larger inputs are scaled down to this many pixels as they are decoded, before the
     # float tensor the graph wants (12 bytes a pixel); the Qwen graph works at ~1 MP anyway.
     input_max_pixels: Annotated[int, msgspec.Meta(ge=1)] = 4194304
+    # The engine's own start-up options by their names in comfy/cli_args.py, underscored
+    # (`highvram: true`, `fast: [fp8_matrix_mult]`); checked by comfyui_options.
+    options: dict[str, Any] = {}
+    # PyTorch's cudaMallocAsync allocator (PYTORCH_CUDA_ALLOC_CONF), as ComfyUI's own start
+    # sets it; an operator's PYTORCH_CUDA_ALLOC_CONF is kept as it is.
+    cuda_malloc: bool = True
+    # Custom node packs: true loads the root's custom_nodes/, a list of folders loads
+    # packs from those too.
+    custom_nodes: Union[bool, list[str]] = False
+
+    @property
+    def custom_node_folders(self) -> list[str] | None:
+        """Folders beside the root's custom_nodes/ to load packs from; None: no packs."""
+        if self.custom_nodes is False:
+            return None
+        return [] if self.custom_nodes is True else list(self.custom_nodes)
 
 
 class SettingsError(Exception):
@@ -89,6 +105,8 @@ def parse(raw: dict, config_dir: str, key: str = DEFAULT_KEY, check: bool = True
         workflow=absolute(settings.workflow),
         models_dir=absolute(settings.models_dir),
         extra_model_paths=absolute(settings.extra_model_paths),
+        custom_nodes=settings.custom_nodes if isinstance(settings.custom_nodes, bool)
+        else [absolute(folder) for folder in settings.custom_nodes],
     )
     if check:
         check_paths(settings, key)
@@ -113,4 +131,7 @@ def path_problems(settings: ComfyUISettings, key: str = DEFAULT_KEY) -> list[str
         problems.append(f"{key}.models_dir: no folder {settings.models_dir}")
     if settings.extra_model_paths is not None and not Path(settings.extra_model_paths).is_file():
         problems.append(f"{key}.extra_model_paths: no file {settings.extra_model_paths}")
+    for index, folder in enumerate(settings.custom_node_folders or []):
+        if not Path(folder).is_dir():
+            problems.append(f"{key}.custom_nodes[{index}]: no folder {folder}")
     return problems

@@ -20,7 +20,7 @@ import threading
 import time
 
 from gpu_worker import imaging, progress
-from gpu_worker.engine import BackendContext, JobCancelled, JobError, JobInputs, JobOutput, LoadInfo
+from gpu_worker.engine import BackendContext, JobCancelled, JobError, JobInputs, JobOutput, LoadInfo, compute_capability
 from ipc.jsonlog import EventLog
 
 events = EventLog("gpu_worker.reference")
@@ -51,6 +51,7 @@ class ReferenceBackend:
             model_version=f"reference-{VERSION}",
             device=str(self.device),
             torch_version=str(torch.__version__),  # TorchVersion is a str subclass
+            gpu_compute_capability=compute_capability(str(self.device)),
         )
 
     def _warm_up(self) -> None:

@@ -64,3 +64,18 @@ def test_each_problem_names_its_key(comfy_root, overrides, message):
 def test_the_key_prefix_follows_where_the_settings_live(comfy_root):
     with pytest.raises(SettingsError, match=r"^model\.custom\.warmup: "):
         parse(raw(warmup="no way"), str(comfy_root), key="model.custom")
+
+
+def test_engine_options_allocator_and_custom_nodes(comfy_root):
+    settings = parse(raw(), str(comfy_root))
+    assert (settings.options, settings.cuda_malloc, settings.custom_nodes) == ({}, True, False)
+    assert settings.custom_node_folders is None  # no packs
+    assert parse(raw(custom_nodes=True), str(comfy_root)).custom_node_folders == []  # the root's custom_nodes/
+    (comfy_root / "packs").mkdir()
+    settings = parse(raw(custom_nodes=["packs"], options={"highvram": True}, cuda_malloc=False), str(comfy_root))
+    assert settings.custom_node_folders == [str(comfy_root / "packs")]
+    assert (settings.options, settings.cuda_malloc) == ({"highvram": True}, False)
+    with pytest.raises(SettingsError, match=r"model.comfyui.custom_nodes\[1\]: no folder .*absent"):
+        parse(raw(custom_nodes=["packs", "absent"]), str(comfy_root))
+    with pytest.raises(SettingsError, match=r"model.comfyui.options: Expected `object`"):
+        parse(raw(options=["highvram"]), str(comfy_root))

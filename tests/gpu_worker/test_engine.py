@@ -6,6 +6,7 @@ import pytest
 
 from gpu_worker.engine import (
     BackendContext, BackendNotFound, Engine, JobCancelled, JobError, JobInputs, JobOutput, LoadInfo, backend_class,
+    compute_capability,
 )
 
 CONTEXT = BackendContext("cpu", {"behaviour": "ok"}, 10**8, ".")
@@ -75,6 +76,36 @@ class VersionedBackend(ScriptedBackend):
 def test_load_info_becomes_plain_strings():
     info = Engine.load("tests.gpu_worker.test_engine:VersionedBackend", CONTEXT).info
     assert type(info.torch_version) is str and info.comfyui_version is None
+
+
+class OptionsBackend(ScriptedBackend):
+    def load(self) -> LoadInfo:
+        return LoadInfo("o", "o-1", "cpu", engine_options={"reserve_vram": 1.5}, gpu_compute_capability=Version("9.0"))
+
+
+def test_engine_options_stay_an_object():
+    info = Engine.load("tests.gpu_worker.test_engine:OptionsBackend", CONTEXT).info
+    assert info.engine_options == {"reserve_vram": 1.5} and type(info.gpu_compute_capability) is str
+
+
+class FailingAfterMaking(ScriptedBackend):
+    closed: list[str] = []
+
+    def load(self) -> LoadInfo:
+        raise RuntimeError("the engine did not start")
+
+    def close(self) -> None:
+        FailingAfterMaking.closed.append("closed")
+
+
+def test_a_backend_that_fails_to_load_is_closed_and_the_failure_propagates():
+    with pytest.raises(RuntimeError, match="the engine did not start"):
+        Engine.load("tests.gpu_worker.test_engine:FailingAfterMaking", CONTEXT)
+    assert FailingAfterMaking.closed == ["closed"]
+
+
+def test_no_compute_capability_for_the_cpu():
+    assert compute_capability("cpu") is None
 
 
 def test_a_load_failure_propagates_for_the_worker_to_report():

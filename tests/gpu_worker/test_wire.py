@@ -28,6 +28,14 @@ def test_a_loaded_engine_is_announced_with_its_versions():
     )
 
 
+def test_the_engines_options_and_the_gpus_compute_capability_travel_in_ready():
+    info = LoadInfo("comfyui", "comfyui:tryon", "cuda:0", engine_options={"gpu_only": True, "fast": ["fp8_matrix_mult"]},
+                    gpu_compute_capability="9.0")
+    frames = codec.encode(wire.ready(Engine(None, info, load_time_s=2.0)))
+    ready, _ = codec.worker_message_decoder().decode(frames)
+    assert (ready.engine_options, ready.gpu_compute_capability) == ({"gpu_only": True, "fast": ["fp8_matrix_mult"]}, "9.0")
+
+
 def test_an_output_travels_with_its_image_and_a_failure_without():
     decoder = codec.worker_message_decoder()
     output = JobOutput(b"png-bytes", "image/png", 4, 3, inference_ms=12.5, decode_ms=1.0, encode_ms=2.0)

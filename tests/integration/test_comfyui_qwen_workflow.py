@@ -77,6 +77,12 @@ def test_the_shipped_workflow_and_mapping_pass_the_engines_checks(tmp_path, prod
         assert isinstance(answer, Ready), f"{answer}\n{harness.tail()}"
         assert answer.comfyui_version == "0.3.75"
         assert answer.model_version == "comfyui:qwen_image_edit_tryon"
+        # The production engine options pass the engine's own parser and are in force (with
+        # the CPU the node chose here; none of them changes what a CPU computes but attention).
+        assert answer.engine_options == {
+            "cpu": True, "gpu_only": True, "fast": ["fp8_matrix_mult"], "use_pytorch_cross_attention": True,
+        }
+        assert answer.gpu_compute_capability is None
     finally:
         harness.stop()
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from supervisor import config, preflight
+from tests.support.comfyui import require_root
 from tests.support.node import REPO
 
 BASE = {"node_id": "n", "auth": {"tokens": ["0123456789abcdef"]}, "callback": {"url": "http://127.0.0.1:9/c", "token": "t"}}
@@ -126,3 +127,45 @@ def test_check_config_never_imports_torch_or_the_engine(comfy):
     )
     result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.stdout.splitlines()[-1] == "0 []", result.stdout + result.stderr
+
+
+@pytest.fixture
+def engine(comfy):
+    """The setup of `comfy` on the vendored engine, whose comfy/cli_args.py judges the options."""
+    root = require_root()
+    models = comfy / "ComfyUI" / "models"
+    return lambda **changes: with_comfyui(comfy, path=str(root), models_dir=str(models), **changes)
+
+
+def test_engine_options_are_judged_by_the_engines_own_parser(engine):
+    good = {"gpu_only": True, "fast": ["fp8_matrix_mult"], "reserve_vram": 1.5, "use_pytorch_cross_attention": True}
+    assert preflight.run(engine(options=good)) == []
+    problems = preflight.run(engine(options={
+        "hivram": True, "cpu": True, "reserve_vram": "lots", "use_sage_attention": True, "highvram": True,
+    }))
+    by_path = {p.path: p for p in problems}
+    assert sorted(by_path) == [f"model.comfyui.options.{name}" for name in ("cpu", "hivram", "reserve_vram",
+                                                                          "use_sage_attention")]
+    assert by_path["model.comfyui.options.hivram"].message.startswith(
+        "not an option of this engine; did you mean 'highvram'? valid: async_offload, bf16_text_enc")
+    assert "the device is worker.device" in by_path["model.comfyui.options.cpu"].message
+    assert by_path["model.comfyui.options.reserve_vram"].message == "--reserve-vram: invalid float value: 'lots'"
+    assert by_path["model.comfyui.options.use_sage_attention"].message == (
+        "needs the package 'sageattention', which is not installed")
+    assert all(p.line is not None for p in problems)  # each at its own line in the file
+
+
+def test_options_are_left_to_the_worker_where_the_engine_is_not_here(comfy):
+    # The fixture's root has execution.py and nodes.py but no engine code to ask.
+    assert preflight.run(with_comfyui(comfy, options={"hivram": True})) == []
+
+
+def test_judging_the_options_imports_neither_torch_nor_the_engine(engine):
+    path = engine(options={"highvram": True, "hivram": True}).path
+    code = (
+        "import sys; from supervisor import cli; rc = cli.main(['check-config', '--config', sys.argv[1]]);"
+        "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'comfy', 'nodes', 'execution')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.stdout.splitlines()[-1] == "2 []", result.stdout + result.stderr
+    assert "model.comfyui.options.hivram" in result.stdout + result.stderr
