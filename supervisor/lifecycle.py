@@ -3,8 +3,9 @@
 No process, socket or clock of its own: `handle(event, now)` applies the rules and returns
 what to do; the shell (`worker_supervisor`) does it and feeds back what happens. The rules:
 restarts (at once after a healthy run, then backoff; a crash loop gives up), the watchdog
-(a start's time, a job's time, heartbeats), and recycling (`lifecycle_recycle`: after the
-current job, or with the next worker loading beside the current one).
+(a start's time, a job's time, heartbeats), what each message from a worker means
+(`lifecycle_messages`), and recycling (`lifecycle_recycle`: after the current job, or with
+the next worker loading beside the current one).
 
 Every spawn is a generation (`generation.Generation`), keyed by its number; events name the
 generation they come from and actions the one they are for. One generation is `current`:
@@ -17,28 +18,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from ipc.messages import (
-    PROTOCOL_VERSION, CancelJob, Heartbeat, Hello, JobFailed, JobProgress, JobSucceeded, Ready, Shutdown,
-    StartupFailed,
-)
+from ipc.messages import CancelJob, Ready, Shutdown
 from supervisor.generation import Generation, Phase, RunningJob
 from supervisor.jobs import JobResult
 from supervisor.lifecycle_events import (
     AbortAsked, Action, CancelAsked, CountOverlap, CountRestart, EndJob, Exited, GiveUp, JobOffered, Kill, Limits,
-    Outbox, Received, Reconfigured, RefuseJob, ReportProgress, ReportReady, ReportState, Send, SendFailed, SendJob,
-    Spawn, SpawnFailed, Spawned, Start, StopAsked, Timer, TimerFired, TimerKind, Undecodable, handler_name,
+    Outbox, Reconfigured, RefuseJob, ReportReady, ReportState, Send, SendFailed, SendJob, Spawn, SpawnFailed,
+    Spawned, Start, StopAsked, Timer, TimerFired, TimerKind, handler_name,
 )
+from supervisor.lifecycle_messages import WorkerMessages
 from supervisor.lifecycle_recycle import Recycling
 from supervisor.overlap import OverlapResult
 from supervisor.reasons import KillReason, RestartReason
 from supervisor.watchdog import Watchdog
 from supervisor.worker_state import SERVING, RestartPolicy, StateMachine, WorkerState
-from supervisor.worker_wire import job_result
 
 S = WorkerState
 
 
-class Lifecycle(Recycling):
+class Lifecycle(WorkerMessages, Recycling):
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.policy = RestartPolicy(limits.max_backoff_s, limits.healthy_after_s, limits.max_restarts,
@@ -101,21 +99,6 @@ class Lifecycle(Recycling):
 
     def on_spawn_failed(self, e: SpawnFailed) -> None:
         self._after_end(self.generations.pop(e.gen), RestartReason.EXIT.value, e.error)
-
-    def on_received(self, e: Received) -> None:
-        gen = self.generations.get(e.gen)
-        if gen is None:
-            self._out.log("debug", "worker_message_dropped", generation=e.gen, message=type(e.message).__name__)
-            return
-        gen.last_heard = self._now
-        getattr(self, handler_name("got_", type(e.message)))(gen, e.message, e.blobs)  # got_<message type>
-
-    def on_undecodable(self, e: Undecodable) -> None:
-        if (gen := self.generations.get(e.gen)) is not None:
-            # The worker and we are out of step, and a job waiting on it would wait forever.
-            self._out.log("error", "worker_protocol_error", pid=gen.pid, error=e.error)
-            message = f"the worker sent a message that could not be handled: {e.error}"
-            self._abort(gen, JobResult.failure("backend_error", message), KillReason.PROTOCOL)
 
     def on_send_failed(self, e: SendFailed) -> None:
         self._out.emit(RefuseJob(e.job_id, "the worker could not be reached"))
@@ -201,62 +184,6 @@ class Lifecycle(Recycling):
             gen.new_limits(lim.inference_timeout_s, lim.heartbeat_interval_s, lim.heartbeat_timeout_s)
             if gen.serving:
                 self._arm_watchdog(gen)  # new limits may bring the deadline forward
-
-    # --- messages from a worker --------------------------------------------------------
-
-    def got_hello(self, gen: Generation, message: Hello, blobs: tuple) -> None:
-        if message.protocol != PROTOCOL_VERSION:
-            self._out.log("error", "worker_protocol_mismatch", pid=gen.pid, worker_protocol=message.protocol,
-                          supervisor_protocol=PROTOCOL_VERSION)
-            self._kill(gen, KillReason.PROTOCOL)
-
-    def got_ready(self, gen: Generation, message: Ready, blobs: tuple) -> None:
-        if gen.phase is not Phase.LOADING:
-            return  # too late: it is being ended (a start timeout, a stop)
-        gen.ready_at, gen.ready, gen.phase = self._now, message, Phase.IDLE
-        self._out.cancel_timer(Timer(TimerKind.STARTUP, gen.number))
-        self._out.log(
-            "info", "worker_ready", pid=gen.pid, generation=gen.number, next=gen.number == self.next,
-            backend=message.backend, device=message.device, model_version=message.model_version,
-            torch=message.torch_version, comfyui=message.comfyui_version, engine_options=message.engine_options,
-            gpu_compute_capability=message.gpu_compute_capability, load_time_s=round(message.load_time_s, 3),
-            startup_s=round(self._now - (gen.spawned_at or 0.0), 3),
-        )
-        self._arm_watchdog(gen)
-        if gen.number == self.current:
-            self._became_ready(gen)
-            self._maybe_recycle()
-        else:
-            self._maybe_switch()
-
-    def got_startup_failed(self, gen: Generation, message: StartupFailed, blobs: tuple) -> None:
-        gen.startup_failure = message
-        self._out.log("error", "worker_startup_failed", pid=gen.pid, reason=message.reason, error=message.message)
-
-    def got_heartbeat(self, gen: Generation, message: Heartbeat, blobs: tuple) -> None:
-        pass  # its arrival is the news (last_heard)
-
-    def got_job_progress(self, gen: Generation, message: JobProgress, blobs: tuple) -> None:
-        # Only for the job this generation holds: a report that crossed its job's end (or
-        # came from a worker being replaced) is about nothing the node still runs there.
-        if gen.holds(message.job_id):
-            self._out.emit(ReportProgress(message.job_id, message.step, message.total))
-
-    def got_job_ended(self, gen: Generation, message: JobSucceeded | JobFailed, blobs: tuple) -> None:
-        if not gen.holds(message.job_id):
-            self._out.log("warning", "worker_result_unexpected", pid=gen.pid, job_id=message.job_id)
-            return
-        gen.job = None
-        self._out.emit(EndJob(message.job_id, job_result(message, blobs)))
-        if gen.kill_reason is not None:
-            return  # a result that raced its kill: the worker is going, not ready
-        gen.phase = Phase.IDLE
-        if gen.number != self.current or self._maybe_recycle():
-            return  # retired straight on (a plain recycle): no job is handed to it meanwhile
-        self.machine.change(S.READY, f"job {message.job_id} done")
-        self._maybe_switch()  # a next worker ready and waiting for this job to end
-
-    got_job_succeeded = got_job_failed = got_job_ended
 
     # --- rules -------------------------------------------------------------------------
 

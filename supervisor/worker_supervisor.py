@@ -1,10 +1,10 @@
 """The worker's shell: its processes, its ZeroMQ socket and its timers, around the pure
 lifecycle core (`lifecycle.py`), which decides everything else.
 
-Each spawn is a generation with its own ZeroMQ identity, so a message from a dead generation
-is recognised and dropped, and two live ones (the current worker and the next, during a
-recycle with overlap) share the socket without mixing their messages. Each exit is awaited,
-so a death is seen at once.
+Each spawn is a generation with its own ZeroMQ identity (`worker_channel`), so a message
+from a dead generation is recognised and dropped, and two live ones (the current worker and
+the next, during a recycle with overlap) share the socket without mixing their messages.
+Each exit is awaited, so a death is seen at once.
 
 The core is fed one event at a time and its actions are done in order before the next event
 (run to completion): what an action causes (a send that fails) is queued, never nested.
@@ -13,16 +13,11 @@ The core is fed one event at a time and its actions are done in order before the
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
-import zmq
-import zmq.asyncio
-
-from ipc import codec
 from ipc.jsonlog import EventLog
 from ipc.messages import Ready, WorkerSpec
 from ipc.transport import endpoint_in
@@ -32,15 +27,16 @@ from supervisor.generation import Phase
 from supervisor.lifecycle import Lifecycle
 from supervisor.lifecycle_events import (
     STOP_GRACE_S, AbortAsked, Action, CancelAsked, CancelTimer, CountOverlap, CountRestart, EndJob, Exited, GiveUp,
-    JobOffered, Kill, Limits, Log, MeasureMemory, MemoryMeasured, Received, Reconfigured, RecycleAsked, RefuseJob,
+    JobOffered, Kill, Limits, Log, MeasureMemory, MemoryMeasured, Reconfigured, RecycleAsked, RefuseJob,
     ReportProgress, ReportReady, ReportState, Send, SendFailed, SendJob, SetTimer, Spawn, SpawnFailed, Spawned,
-    Start, StopAsked, Timer, TimerFired, Undecodable,
+    Start, StopAsked, Timer, TimerFired,
 )
 from supervisor.memory_probe import MemoryProbe
 from supervisor.metrics import Metrics
 from supervisor.nvml import Nvml
 from supervisor.reasons import KillReason
 from supervisor.tasks import report_bug, watched
+from supervisor.worker_channel import WorkerChannel
 from supervisor.worker_spawn import WORKER_COMMAND, kill_group, spawn, worker_environ, worker_spec
 from supervisor.worker_state import SERVING, WorkerState
 from supervisor.worker_wire import run_job
@@ -75,6 +71,7 @@ class WorkerSupervisor:
         self.command = tuple(command)
         self.metrics = metrics
         self.endpoint = endpoint_in(runtime_dir)
+        self.channel = WorkerChannel(self.endpoint, self._feed)
         self.core = Lifecycle(Limits.of(self.config.worker))
         # Measures memory for `worker.overlap: auto` (NVML for a CUDA worker: the node's).
         self.probe = probe or MemoryProbe(Nvml())
@@ -86,15 +83,10 @@ class WorkerSupervisor:
         # Called once the worker is given up for a crash loop (state FAILED).
         self.on_failed: Callable[[str], None] = lambda why: None
         self._clock = clock
-        self._ctx = zmq.asyncio.Context()
-        self._sock: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task | None = None
-        self._decoder = codec.worker_message_decoder()
         self._ready = asyncio.Event()
         self._finished = asyncio.Event()
         self._processes: dict[int, asyncio.subprocess.Process] = {}
-        self._identity_of: dict[int, bytes] = {}  # generation -> its ZeroMQ identity
-        self._generation_of: dict[bytes, int] = {}
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._jobs: dict[str, tuple[Job, asyncio.Future]] = {}  # handed over, until they end
         self._inbox: deque[Any] = deque()
@@ -142,13 +134,8 @@ class WorkerSupervisor:
     # --- what the node asks ----------------------------------------------------------
 
     async def start(self) -> None:
-        sock = self._ctx.socket(zmq.ROUTER)
-        # Sending to a worker that is gone raises instead of dropping the job silently.
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.bind(self.endpoint)
-        self._sock = sock
-        self._reader = watched(self._read_loop(), "worker-reader", self.on_fatal)
+        self.channel.bind()
+        self._reader = watched(self.channel.receive_forever(), "worker-reader", self.on_fatal)
         self._feed(Start())
 
     def stop_restarting(self) -> None:
@@ -157,17 +144,15 @@ class WorkerSupervisor:
 
     async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Ask an idle worker to exit, kill it otherwise (or if it does not), stop watching."""
-        if self._sock is None:
+        if self._reader is None:
             return  # never started
         self._feed(StopAsked(grace_s))
         await self._finished.wait()
-        if self._reader is not None:
-            self._reader.cancel()
+        self._reader.cancel()
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        self._sock.close(linger=0)
-        self._ctx.term()
+        self.channel.close()
 
     def abort(self, result: JobResult, why: str, reason: KillReason) -> None:
         """Kill the worker now; its running job (if any) ends with `result`."""
@@ -237,9 +222,7 @@ class WorkerSupervisor:
     # --- actions ---------------------------------------------------------------------
 
     def _spawn(self, action: Spawn) -> None:
-        worker_id = f"w{action.gen}-{secrets.token_hex(4)}"
-        self._identity_of[action.gen] = worker_id.encode()
-        self._generation_of[worker_id.encode()] = action.gen
+        worker_id = self.channel.register(action.gen)
         spec = worker_spec(self.loaded, worker_id, self.endpoint)  # now: the settings in force when asked
         environ = worker_environ(self.config)
         watched(self._run_process(action.gen, spec, environ), f"worker-{action.gen}", self.on_fatal)
@@ -250,7 +233,7 @@ class WorkerSupervisor:
             process = await spawn(self.command, spec, environ)
         except Exception as exc:  # fork failed, interpreter gone mid-deploy...: retried after the backoff
             events.exception("worker_spawn_failed")
-            self._forget(gen)
+            self.channel.forget(gen)
             self._feed(SpawnFailed(gen, f"{type(exc).__name__}: {exc}"))
             return
         self._processes[gen] = process
@@ -258,13 +241,8 @@ class WorkerSupervisor:
         returncode = await process.wait()
         kill_group(process.pid)  # anything the worker left in its group goes with it
         self._processes.pop(gen, None)
-        self._forget(gen)
+        self.channel.forget(gen)
         self._feed(Exited(gen, returncode))
-
-    def _forget(self, gen: int) -> None:
-        identity = self._identity_of.pop(gen, None)
-        if identity is not None:
-            self._generation_of.pop(identity, None)
 
     def _kill(self, action: Kill) -> None:
         process = self._processes.get(action.gen)
@@ -272,31 +250,13 @@ class WorkerSupervisor:
             kill_group(process.pid)
 
     def _send_message(self, action: Send) -> None:
-        self._send(action.gen, action.message)  # a failure is logged; the worker's exit says the rest
+        self.channel.send(action.gen, action.message)  # a failure is logged; the worker's exit says the rest
 
     def _send_job(self, action: SendJob) -> None:
         job, _ = self._jobs[action.job_id]
-        error = self._send(action.gen, *run_job(job))
+        error = self.channel.send(action.gen, *run_job(job))
         if error is not None:
             self._inbox.append(SendFailed(action.gen, action.job_id, error))
-
-    def _send(self, gen: int, message: Any, *blobs: bytes) -> str | None:
-        """Send without waiting (a worker reads one message at a time, far below the
-        high-water mark); the error, or None once it is on its way."""
-        identity = self._identity_of.get(gen)
-        if identity is None or self._sock is None:
-            error = "the worker is gone"
-        else:
-            frames = [identity, *codec.encode(message, *blobs)]
-            sent = self._sock.send_multipart(frames, flags=zmq.DONTWAIT, copy=False)
-            if not sent.done():  # pyzmq queued it after all: its outcome is only logged
-                sent.add_done_callback(lambda f: _send_failed(gen, message, f.exception()) if _failed(f) else None)
-                return None
-            if sent.exception() is None:
-                return None
-            error = str(sent.exception())
-        _send_failed(gen, message, error)
-        return error
 
     def _end_job(self, action: EndJob) -> None:
         entry = self._jobs.pop(action.job_id, None)
@@ -359,33 +319,3 @@ class WorkerSupervisor:
 
     def _log(self, action: Log) -> None:
         getattr(events, action.level)(action.event, **action.fields)
-
-    # --- the socket ------------------------------------------------------------------
-
-    async def _read_loop(self) -> None:
-        assert self._sock is not None
-        while True:
-            frames = await self._sock.recv_multipart(copy=False)
-            self._receive(frames)
-            del frames  # no image kept alive until the next message
-
-    def _receive(self, frames: list) -> None:
-        """(A method of its own so no frame outlives its handling in a local variable.)"""
-        gen = self._generation_of.get(frames[0].bytes)
-        if gen is None:
-            events.debug("worker_message_dropped", identity=frames[0].bytes.decode(errors="replace"))
-            return
-        try:
-            message, blobs = self._decoder.decode(frames[1:])
-        except codec.ProtocolError as exc:
-            self._feed(Undecodable(gen, str(exc)))
-            return
-        self._feed(Received(gen, message, tuple(blobs)))
-
-
-def _failed(future: asyncio.Future) -> bool:
-    return not future.cancelled() and future.exception() is not None
-
-
-def _send_failed(gen: int, message: Any, error: object) -> None:
-    events.warning("worker_send_failed", generation=gen, message=type(message).__name__, error=str(error))

@@ -1,5 +1,7 @@
 """The worker lifecycle core, driven through every transition on a fake clock: no process,
-no socket, no waiting (tests/support/lifecycle_driver.py plays the shell)."""
+no socket, no waiting (tests/support/lifecycle_driver.py plays the shell). What each message
+from a worker does: test_lifecycle_messages.py; recycling with overlap:
+test_lifecycle_recycle.py."""
 
 from __future__ import annotations
 
@@ -8,13 +10,13 @@ from typing import get_args
 
 import pytest
 
-from ipc.messages import PROTOCOL_VERSION, CancelJob, Hello, JobProgress, Shutdown, WorkerMessage
+from ipc.messages import PROTOCOL_VERSION, CancelJob, Hello, Shutdown
 from supervisor import lifecycle_events
 from supervisor.lifecycle import Lifecycle
 from supervisor.jobs import JobResult
 from supervisor.lifecycle_events import (
     AbortAsked, CancelAsked, CountRestart, EndJob, GiveUp, JobOffered, Limits, Reconfigured, RecycleAsked,
-    RefuseJob, ReportProgress, ReportReady, ReportState, Send, SendFailed, SendJob, SetTimer, SpawnFailed, Start,
+    RefuseJob, ReportReady, ReportState, Send, SendFailed, SendJob, SetTimer, SpawnFailed, Start,
     StopAsked, Timer, TimerKind, Undecodable,
 )
 from supervisor.overlap import OverlapMode
@@ -70,22 +72,6 @@ def test_a_job_offered_to_a_worker_not_ready_is_refused_and_stays_the_callers():
     assert d.core.state is S.STARTING
 
 
-def test_a_result_for_another_job_is_logged_and_ignored():
-    d = Driver().start()
-    d.feed(JobOffered("mine"))
-    d.succeed(1, "someone-else")
-    assert d.logs("worker_result_unexpected") and d.core.state is S.BUSY and not d.of(EndJob)
-    d.succeed(1, "mine")
-    assert d.ended("mine").ok and d.core.state is S.READY
-
-
-def test_a_job_failure_from_the_worker_keeps_the_worker():
-    d = Driver().start()
-    d.feed(JobOffered("oom"))
-    d.fail(1, "oom", "out_of_memory")
-    assert d.ended("oom").error_code == "out_of_memory" and d.core.state is S.READY and d.kills() == []
-
-
 def test_cancel_goes_to_the_worker_holding_the_job_only():
     d = Driver().start()
     assert d.feed(CancelAsked("nobody")) == []
@@ -93,27 +79,8 @@ def test_cancel_goes_to_the_worker_holding_the_job_only():
     assert d.of(Send, d.feed(CancelAsked("j1"))) == [Send(1, CancelJob(job_id="j1"))]
 
 
-def test_progress_goes_to_the_job_its_worker_holds_and_nowhere_else():
-    d = Driver().start()
-    d.feed(JobOffered("j1"))
-    assert d.message(1, JobProgress(job_id="j1", step=2, total=8)) == [ReportProgress("j1", 2, 8)]
-    assert d.message(1, JobProgress(job_id="j0", step=8, total=8)) == []  # a job it no longer holds
-    d.advance(1)
-    assert d.of(ReportProgress, d.heartbeat(1)) == [] and d.core.state is S.BUSY
-    d.succeed(1, "j1")
-    assert d.message(1, JobProgress(job_id="j1", step=8, total=8)) == []  # crossed its result
-    # A worker that died: its late report is dropped, the next worker's job is not touched.
-    d.feed(JobOffered("j2"))
-    d.exit(1, SIGSEGV)
-    d.bring_up(2)
-    d.feed(JobOffered("j3"))
-    assert d.of(ReportProgress, d.message(1, JobProgress(job_id="j3", step=1, total=4))) == []
-    assert d.message(2, JobProgress(job_id="j3", step=1, total=4)) == [ReportProgress("j3", 1, 4)]
-
-
-def test_every_event_and_every_message_a_worker_can_send_has_a_rule():
-    for kind in get_args(WorkerMessage):
-        assert callable(getattr(Lifecycle, lifecycle_events.handler_name("got_", kind))), kind
+def test_every_event_has_a_rule():
+    # (every message a worker can send: test_lifecycle_messages.py)
     for kind in get_args(lifecycle_events.Event):
         assert callable(getattr(Lifecycle, lifecycle_events.handler_name("on_", kind))), kind
 
@@ -432,26 +399,7 @@ def test_a_worker_that_exits_by_itself_while_the_node_stops_is_no_error():
     assert d.logs("worker_exited")[0].level == "info" and d.core.finished and restarts(d) == []
 
 
-# --- a worker out of step --------------------------------------------------------------
-
-
-def test_a_worker_speaking_another_protocol_is_killed():
-    d = Driver()
-    d.feed(Start())
-    d.spawned(1)
-    d.message(1, Hello(protocol=PROTOCOL_VERSION + 1, worker_id="w1-test", pid=1001))
-    assert d.kills() == [(1, "protocol")] and d.logs("worker_protocol_mismatch")
-
-
-def test_an_undecodable_message_fails_the_job_with_backend_error_and_replaces_the_worker():
-    d = Driver().start()
-    d.feed(JobOffered("j1"))
-    d.feed(Undecodable(1, "undecodable header"))
-    assert d.kills() == [(1, "protocol")]
-    d.exit(1, SIGKILL)
-    result = d.ended("j1")
-    assert result.error_code == "backend_error" and "could not be handled" in result.error_message
-    assert d.spawns() == [1, 2] and d.core.restarts == 1
+# --- a worker out of reach (a worker out of step: test_lifecycle_messages.py) ------------
 
 
 def test_a_job_that_cannot_reach_the_worker_goes_back_to_the_caller():
@@ -464,45 +412,7 @@ def test_a_job_that_cannot_reach_the_worker_goes_back_to_the_caller():
     assert not d.of(EndJob)  # never handed over: nothing to end
 
 
-def test_a_result_that_races_its_kill_still_ends_the_job_with_it():
-    d = Driver(heartbeat_timeout_s=3).start()
-    d.feed(JobOffered("j1"))
-    d.advance(3.1)
-    assert d.kills() == [(1, "heartbeat")]
-    d.succeed(1, "j1")
-    assert d.ended("j1").ok and d.core.state is S.RESTARTING
-    d.exit(1, SIGKILL)
-    assert len(d.of(EndJob)) == 1
-
-
-def test_nothing_from_an_old_generation_is_taken_for_the_new_ones():
-    d = Driver().start()
-    d.feed(JobOffered("j1"))
-    d.exit(1, SIGSEGV)
-    d.bring_up(2)
-    d.feed(JobOffered("j2"))
-    d.succeed(1, "j2")  # a late frame of the dead worker
-    assert d.core.state is S.BUSY and [a.job_id for a in d.of(EndJob)] == ["j1"]
-    assert d.logs("worker_message_dropped")
-    d.succeed(2, "j2")
-    assert d.ended("j2").ok
-
-
-# --- a start that fails --------------------------------------------------------------------
-
-
-def test_a_start_that_fails_is_logged_with_the_workers_reason_and_retried_like_a_crash():
-    d = Driver(max_backoff_s=5)
-    d.feed(Start())
-    d.spawned(1)
-    d.startup_failed(1, "FileNotFoundError", "model file qwen.safetensors is missing")
-    d.exit(1, 4)
-    (failed,) = d.logs("worker_startup_failed")
-    assert failed.fields["reason"] == "FileNotFoundError" and "qwen.safetensors" in failed.fields["error"]
-    (exited,) = d.logs("worker_exited")
-    assert exited.level == "warning" and exited.fields["startup_failure"] == "FileNotFoundError"
-    assert "the backend could not load" in exited.fields["description"]
-    assert restarts(d) == ["exit"] and d.spawns() == [1, 2]  # files may still be mounting
+# --- a start that fails (with the worker's own report: test_lifecycle_messages.py) --------
 
 
 def test_a_start_that_fails_without_its_report_is_still_told_from_the_exit_status():
