@@ -3,6 +3,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from tests.support.events_receiver import EventsReceiver
 from tests.support.node import NodeProcess
 
 
@@ -13,6 +14,14 @@ def node(tmp_path_factory, receiver):
     yield proc
     code = proc.stop()
     assert code == 0, proc.tail()
+
+
+@pytest.fixture(scope="module")
+def events_receiver():
+    """A receiver for job events (`events.url`), shared by a module."""
+    rx = EventsReceiver().start()
+    yield rx
+    rx.stop()
 
 
 @pytest.fixture

@@ -10,17 +10,9 @@ import pytest
 from tests.support.client import submit, tryon_form
 from tests.support.comfyui import noise_png, require_root
 from tests.support.comfyui_sampler import SAMPLER_NODE, TILED_DECODE_NODE, sampler_settings
-from tests.support.events_receiver import EventsReceiver
 from tests.support.node import TOKEN, NodeProcess
 
 STEPS = 7
-
-
-@pytest.fixture(scope="module")
-def events_receiver():
-    rx = EventsReceiver().start()
-    yield rx
-    rx.stop()
 
 
 @pytest.fixture(scope="module")

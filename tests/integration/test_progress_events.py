@@ -42,13 +42,6 @@ def metric(node: NodeProcess, kind: str, result: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def events_receiver():
-    rx = EventsReceiver().start()
-    yield rx
-    rx.stop()
-
-
-@pytest.fixture(scope="module")
 def node(tmp_path_factory, receiver, events_receiver):
     proc = NodeProcess(tmp_path_factory.mktemp("progress"), receiver.url, {
         "callback": {"signing_secret": SECRET},

@@ -20,6 +20,7 @@ from supervisor.signing import parse_secret, signature
 from supervisor.spool import Spool
 from tests.supervisor.test_spool import put
 from tests.support.receiver import Reply
+from tests.support.waiting import until
 
 
 def finished_job(job_id: str, result: JobResult) -> Job:
@@ -200,7 +201,7 @@ async def test_the_spool_redelivers_with_the_same_id_and_body_each_attempt_signe
     sender = await make_sender(receiver.url, spool, clock=EverySecondLater(), signing_secret=SECRET)
     job = finished_job("cb-redeliver", JobResult.failure("invalid_input", "broken"))
     await sender.deliver(job)
-    await asyncio.wait_for(until(lambda: job.callback_state is CallbackState.DELIVERED), 10)
+    await until(lambda: job.callback_state is CallbackState.DELIVERED, 10)
     await sender.close(1)
     calls = receiver.for_job("cb-redeliver")
     assert [c.answered for c in calls] == [503, 503, 503, 200]
@@ -228,7 +229,7 @@ async def test_a_spooled_result_is_retried_by_the_next_process_with_its_webhook_
     second = await make_sender(receiver.url, reopened)
     pending = second.pending_job("cb-restart")
     assert pending is not None and pending.record.state == "succeeded"
-    await asyncio.wait_for(until(lambda: not reopened.holds("cb-restart")), 10)
+    await until(lambda: not reopened.holds("cb-restart"), 10)
     await second.close(1)
     first_call, last_call = receiver.for_job("cb-restart")
     assert last_call.answered == 200 and last_call.raw == first_call.raw
@@ -240,7 +241,7 @@ async def test_a_result_past_the_age_limit_is_removed_and_counted(receiver, spoo
     sender = await make_sender(receiver.url, spool, SpoolConfig(retry_initial_s=0.05, retry_max_s=0.05, max_age_s=0.3))
     job = finished_job("cb-old", OK)
     await sender.deliver(job)
-    await asyncio.wait_for(until(lambda: not spool.holds("cb-old")), 10)
+    await until(lambda: not spool.holds("cb-old"), 10)
     await sender.close(1)
     assert job.callback_state is CallbackState.UNDELIVERABLE
     assert sender.metrics.spool_expired._value.get() == 1
@@ -254,7 +255,7 @@ async def test_a_final_4xx_from_the_spool_dead_letters_it(receiver, spool):
     sender = await make_sender(receiver.url, spool)
     job = finished_job("cb-gone", OK)
     await sender.deliver(job)
-    await asyncio.wait_for(until(lambda: job.callback_state is CallbackState.UNDELIVERABLE), 10)
+    await until(lambda: job.callback_state is CallbackState.UNDELIVERABLE, 10)
     await sender.close(1)
     assert [p.name.split("~")[0] for p in spool.dead.iterdir()] == ["cb-gone"]
     assert len(receiver.for_job("cb-gone")) == 2 and len(spool) == 0
@@ -269,10 +270,6 @@ async def test_a_spool_write_failure_still_delivers_from_memory(receiver, tmp_pa
     assert job.callback_state is CallbackState.DELIVERED and len(receiver.for_job("cb-nodisk")) == 1
 
 
-async def until(condition) -> None:
-    while not condition():
-        await asyncio.sleep(0.01)
-
 
 async def test_a_spooled_body_found_damaged_is_quarantined_not_sent(receiver, spool):
     job = finished_job("cb-damaged", OK)
@@ -284,7 +281,7 @@ async def test_a_spooled_body_found_damaged_is_quarantined_not_sent(receiver, sp
     reopened = Spool(spool.root)
     reopened.open()  # the header is fine: pending
     sender = await make_sender(receiver.url, reopened)
-    await asyncio.wait_for(until(lambda: not reopened.holds("cb-damaged")), 10)
+    await until(lambda: not reopened.holds("cb-damaged"), 10)
     await sender.close(1)
     assert receiver.for_job("cb-damaged") == []
     assert [p.name for p in reopened.quarantine_dir.iterdir()] == [name]
@@ -299,7 +296,7 @@ async def test_a_reloaded_config_applies_from_the_next_attempt(receiver, spool):
     new = CallbackConfig(url=receiver.url, token="rotated-token", timeout_s=5, max_retries=0, signing_secret=SECRET)
     sender.reconfigure(new, QUICK_SPOOL)
     sender.deliveries.schedule(sender.deliveries.get("cb-reload"), 0)  # due now
-    await asyncio.wait_for(until(lambda: job.callback_state is CallbackState.DELIVERED), 10)
+    await until(lambda: job.callback_state is CallbackState.DELIVERED, 10)
     await sender.close(1)
     first, second = receiver.for_job("cb-reload")
     assert first.headers["X-Internal-Auth"] == "t" and "webhook-signature" not in first.headers
@@ -313,6 +310,6 @@ async def test_an_entry_deleted_by_hand_is_given_up(receiver, spool):
     ((name, _),) = spool.records()
     (spool.root / name).unlink()
     sender.deliveries.schedule(sender.deliveries.get("cb-deleted"), 0)
-    await asyncio.wait_for(until(lambda: sender.deliveries.get("cb-deleted") is None), 10)
+    await until(lambda: sender.deliveries.get("cb-deleted") is None, 10)
     await sender.close(1)
     assert not spool.holds("cb-deleted") and len(receiver.for_job("cb-deleted")) == 1

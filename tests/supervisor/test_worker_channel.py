@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import pytest
 import zmq
@@ -16,6 +15,7 @@ from ipc.messages import Heartbeat, Hello, JobSucceeded, RunJob, Shutdown
 from ipc.transport import endpoint_in, make_runtime_dir, remove_runtime_dir
 from supervisor.lifecycle_events import Received, Undecodable
 from supervisor.worker_channel import WorkerChannel
+from tests.support.waiting import until
 
 
 class Channel:
@@ -96,13 +96,6 @@ async def test_what_a_forgotten_or_unknown_identity_sends_is_dropped_unread(chan
 def dropped(caplog) -> list[str]:
     return [r.fields["identity"] for r in caplog.records if getattr(r, "event", None) == "worker_message_dropped"]
 
-
-async def until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 async def test_a_message_that_cannot_be_read_is_handed_on_as_undecodable(channel):

@@ -16,6 +16,7 @@ from supervisor.jobs import Job, JobOptions
 from supervisor.metrics import Metrics
 from supervisor.worker_state import WorkerState
 from supervisor.worker_supervisor import WorkerSupervisor
+from tests.support.waiting import until
 
 FAKE = (sys.executable, str(Path(__file__).resolve().parents[1] / "support" / "fake_worker.py"))
 CONFIG = """
@@ -51,13 +52,6 @@ async def supervisor_for(tmp_path):
         await worker.stop()
     remove_runtime_dir(runtime)
 
-
-async def until(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 async def test_an_undecodable_result_fails_the_job_and_restarts_the_worker(supervisor_for):

@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from tests.support.threaded_server import ThreadedServer
+
 
 @dataclass
 class Event:
@@ -20,45 +22,32 @@ class Event:
     body: dict[str, Any]
 
 
-class EventsReceiver:
+class EventsReceiver(ThreadedServer):
+    name = "events-receiver"
+
     def __init__(self, status: int = 200, hang: bool = False) -> None:
+        super().__init__()
         self.status = status
         self.hang = hang
         self.events: list[Event] = []
         self.hanging = 0  # requests being held right now
         self._cond = threading.Condition()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="events-receiver", daemon=True)
-        self._runner: web.AppRunner | None = None
         self._release: asyncio.Event | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/events"
 
-    def start(self) -> EventsReceiver:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
     def stop(self) -> None:
-        if self._release is not None:
+        if self._release is not None:  # held requests are answered, so the cleanup ends
             self._loop.call_soon_threadsafe(self._release.set)
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        super().stop(cleanup_timeout=30)
 
-    async def _start(self) -> None:
+    def make_app(self) -> web.Application:
         self._release = asyncio.Event()
         app = web.Application()
         app.router.add_post("/events", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return app
 
     async def _handle(self, request: web.Request) -> web.Response:
         raw = await request.read()

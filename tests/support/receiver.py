@@ -7,16 +7,17 @@ alike can use it. It records every request and answers from a programmable scrip
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
-
-import io
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 from multipart import MultipartParser, parse_options_header
+
+from tests.support.threaded_server import ThreadedServer
 
 
 @dataclass
@@ -46,8 +47,11 @@ class Stray:
     headers: dict[str, str]
 
 
-class CallbackReceiver:
+class CallbackReceiver(ThreadedServer):
+    name = "receiver"
+
     def __init__(self) -> None:
+        super().__init__()
         self.calls: list[Callback] = []
         self.stray: list[Stray] = []
         # Bytes of streamed answer bodies (Reply.body_bytes) the client actually took.
@@ -56,35 +60,16 @@ class CallbackReceiver:
         # Per job id: a function choosing the reply (before the script), e.g. an outage.
         self.answer_for: dict[str, Callable[[], Reply]] = {}
         self._cond = threading.Condition()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="receiver", daemon=True)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/callback"
 
-    def start(self) -> CallbackReceiver:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    async def _start(self) -> None:
+    def make_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/callback", self._handle)
         app.router.add_route("*", "/{tail:.*}", self._stray)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return app
 
     async def _handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
