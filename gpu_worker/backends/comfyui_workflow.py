@@ -127,8 +127,6 @@ def check(
                 f"{key}.inputs.{name}: node {target.node_id!r} ({node['class_type']}) is not an image "
                 "loader (its first output must be an IMAGE, like LoadImage's)"
             )
-    if settings.inputs.person_image.node_id == settings.inputs.garment_image.node_id:
-        problems.append(f"{key}.inputs: person_image and garment_image name the same node")
     for name, want in OPTION_TYPES.items():
         target = getattr(settings.inputs, name)
         if target is not None:
@@ -136,14 +134,7 @@ def check(
     targets.append(("output", settings.output, "IMAGE"))
     problems += [p for p in (target_problem(*t) for t in targets) if p is not None]
 
-    output_node = workflow.get(settings.output.node_id)
-    if output_node is not None and settings.output.input in output_node["inputs"]:
-        if not is_link(output_node["inputs"][settings.output.input]):
-            problems.append(
-                f"{key}.output: input {settings.output.input!r} of node {settings.output.node_id!r} "
-                "is not linked to the node that makes the image"
-            )
-    return problems
+    return problems + wiring_problems(workflow, settings, key)
 
 
 def check_without_engine(workflow: Mapping[str, dict], settings: ComfyUISettings, key: str = DEFAULT_KEY) -> list[str]:
@@ -166,16 +157,7 @@ def check_without_engine(workflow: Mapping[str, dict], settings: ComfyUISettings
                 f"{key}.{name}: node {target.node_id!r} ({node['class_type']}) has no input {target.input!r} "
                 f"in the workflow (it has: {', '.join(sorted(node['inputs']))})"
             )
-    if settings.inputs.person_image.node_id == settings.inputs.garment_image.node_id:
-        problems.append(f"{key}.inputs: person_image and garment_image name the same node")
-    output_node = workflow.get(settings.output.node_id)
-    if output_node is not None and settings.output.input in output_node["inputs"]:
-        if not is_link(output_node["inputs"][settings.output.input]):
-            problems.append(
-                f"{key}.output: input {settings.output.input!r} of node {settings.output.node_id!r} "
-                "is not linked to the node that makes the image"
-            )
-    return problems
+    return problems + wiring_problems(workflow, settings, key)
 
 
 def job_prompt(
@@ -198,3 +180,19 @@ def job_prompt(
     source = graph[settings.output.node_id]["inputs"][settings.output.input]
     graph[OUTPUT_NODE_ID] = {"class_type": IMAGE_OUTPUT_NODE, "inputs": {"images": source, "key": keys.output}}
     return graph
+
+
+def wiring_problems(workflow: Mapping[str, dict], settings: ComfyUISettings, key: str) -> list[str]:
+    """What both checks judge alike: the two images are two nodes, and the output input is a
+    link (to the node that makes the image), not a value."""
+    problems = []
+    if settings.inputs.person_image.node_id == settings.inputs.garment_image.node_id:
+        problems.append(f"{key}.inputs: person_image and garment_image name the same node")
+    output_node = workflow.get(settings.output.node_id)
+    if output_node is not None and settings.output.input in output_node["inputs"]:
+        if not is_link(output_node["inputs"][settings.output.input]):
+            problems.append(
+                f"{key}.output: input {settings.output.input!r} of node {settings.output.node_id!r} "
+                "is not linked to the node that makes the image"
+            )
+    return problems
