@@ -12,14 +12,10 @@ from ipc.messages import Ready, StartupFailed
 from supervisor import config as config_module
 from tests.support.comfyui import require_root
 from tests.support.node import REPO
+from tests.support.qwen import PRODUCTION_CONFIG, PRODUCTION_ENVIRON
 from tests.support.worker_harness import WorkerHarness
 
 CONF = REPO / "conf"
-PRODUCTION = CONF / "config.production.yaml"
-ENVIRON = {
-    "GPU_SERVER_NODE_ID": "gpu-1", "GPU_SERVER_TOKEN": "t" * 24,
-    "GPU_SERVER_CALLBACK_URL": "http://127.0.0.1:9/cb", "GPU_SERVER_CALLBACK_TOKEN": "c",
-}
 # Loader node type -> (its file input, the model folder it reads from).
 LOADERS = {
     "UNETLoader": ("unet_name", "diffusion_models"),
@@ -44,7 +40,7 @@ def production_settings(tmp_path):
     """model.comfyui of conf/config.production.yaml, on the vendored engine and a models
     folder of empty placeholders."""
     root = require_root()
-    loaded = config_module.load(PRODUCTION, environ=ENVIRON)
+    loaded = config_module.load(PRODUCTION_CONFIG, environ=PRODUCTION_ENVIRON)
     settings = dict(loaded.config.model.comfyui)
     workflow = json.loads((CONF / settings["workflow"]).read_text())
     models = tmp_path / "models"
