@@ -8,8 +8,10 @@ import asyncio
 import base64
 import json
 import time
+from contextlib import asynccontextmanager
 from datetime import datetime
 
+import aiohttp
 import pytest
 import yaml
 from aiohttp import web
@@ -161,19 +163,13 @@ async def test_a_redirect_is_not_followed(receiver):
     async def moved(request: web.Request) -> web.Response:
         raise web.HTTPTemporaryRedirect(receiver.url)
 
-    app = web.Application()
-    app.router.add_post("/events", moved)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    sender = await started_sender(f"http://127.0.0.1:{port}/events")
-    try:
-        sender.started(running_job())
-        await sender.wait_idle()
-    finally:
-        await sender.close()
-        await runner.cleanup()
+    async with serving("POST", "/events", moved) as url:
+        sender = await started_sender(url)
+        try:
+            sender.started(running_job())
+            await sender.wait_idle()
+        finally:
+            await sender.close()
     assert count(sender.metrics, "job.started", "failed") == 1
     assert receiver.events == []  # neither the token nor the event went to the other address
 
@@ -186,19 +182,8 @@ async def test_at_most_64_kib_of_an_answer_is_read():
             await response.write(b"x" * 16384)  # 1 MiB in all
         return response
 
-    app = web.Application()
-    app.router.add_get("/", huge)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    import aiohttp
-
-    try:
-        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as response:
-            assert await read_at_most(response, ANSWER_READ_BYTES) == ANSWER_READ_BYTES
-    finally:
-        await runner.cleanup()
+    async with serving("GET", "/", huge) as url, aiohttp.ClientSession() as session, session.get(url) as response:
+        assert await read_at_most(response, ANSWER_READ_BYTES) == ANSWER_READ_BYTES
 
 
 async def test_nothing_is_sent_or_counted_without_a_url_and_everything_is_dropped_while_draining(receiver):
@@ -236,3 +221,18 @@ def test_a_failure_inside_the_sender_costs_the_event_never_the_caller():
     sender._session = object()  # type: ignore[assignment]  # as if started
     sender.started(running_job())
     assert count(sender.metrics, "job.started", "failed") == 1
+
+
+@asynccontextmanager
+async def serving(method: str, path: str, handler):
+    """An aiohttp server on a free port answering `method path` with `handler`: its URL."""
+    app = web.Application()
+    app.router.add_route(method, path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}{path}"  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
