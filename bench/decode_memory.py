@@ -29,7 +29,7 @@ CASE = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
 from gpu_worker import imaging
-from gpu_worker.backends.comfyui_nodes import to_tensor
+from gpu_worker.backends.comfyui.nodes import to_tensor
 data = open({path!r}, "rb").read()
 def status(key):
     with open("/proc/self/status") as f:

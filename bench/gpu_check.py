@@ -33,8 +33,8 @@ import aiohttp  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from ipc import jsonlog  # noqa: E402
-from supervisor.gpu_selection import worker_gpus  # noqa: E402
-from supervisor.nvml import Nvml  # noqa: E402
+from supervisor.gpu.selection import worker_gpus  # noqa: E402
+from supervisor.gpu.nvml import Nvml  # noqa: E402
 from tests.support import node as node_support  # noqa: E402
 from tests.support.client import submit, tryon_form  # noqa: E402
 from tests.support.node import TOKEN, NodeProcess  # noqa: E402

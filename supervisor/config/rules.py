@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from supervisor import config_check, signing
+import supervisor.config.check as config_check
+from supervisor.delivery import signing
 from supervisor.config.sections import Config
-from supervisor.config_check import Problem
+from supervisor.config.check import Problem
 
 
 def _callback_url(config: Config) -> str | None:

@@ -1,7 +1,7 @@
 """The configuration's keys: one msgspec struct per section of the YAML file.
 
 These structs are the schema: a key is one line in its section (its type, limits and
-default); nothing else changes when one is added. `config_check` walks a file along them
+default); nothing else changes when one is added. `check` walks a file along them
 to report every problem at once, and msgspec converts a valid file into them.
 """
 

@@ -119,8 +119,8 @@ def test_check_config_reports_schema_rules_and_files_in_one_round(tmp_path):
 
 
 def spool_with_a_dead_letter(tmp_path):
-    from supervisor.spool import Spool
-    from tests.supervisor.test_spool import put, record
+    from supervisor.delivery.spool import Spool
+    from tests.supervisor.delivery.test_spool import put, record
 
     spool = Spool(tmp_path / "spool")
     spool.open()

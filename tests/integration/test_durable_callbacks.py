@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from tests.integration.test_metrics import scrape, value
-from supervisor.spool import decode, encode, read_header
+from supervisor.delivery.spool import decode, encode, read_header
 from tests.support.client import start_long_job, submit, tryon_form
 from tests.support.node import GPU_SERVER, TOKEN, NodeProcess, free_port
 from tests.support.receiver import Reply

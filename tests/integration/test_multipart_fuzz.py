@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from supervisor import openapi
+from supervisor.http import openapi
 from tests.support import images
 from tests.support.node import TOKEN, NodeProcess
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 import schemathesis
 
-from supervisor import openapi
+from supervisor.http import openapi
 from tests.support import images
 from tests.support.images import LONG_JOB_CONFIG
 from tests.support.node import TOKEN, NodeProcess

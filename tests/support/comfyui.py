@@ -22,7 +22,7 @@ import os
 import time
 from pathlib import Path
 
-from gpu_worker.backends.comfyui import ComfyUIBackend
+from gpu_worker.backends.comfyui.backend import ComfyUIBackend
 from gpu_worker.engine import LoadInfo
 
 WORKFLOWS = Path(__file__).parent / "workflows"

@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from ipc.messages import PROTOCOL_VERSION, Heartbeat, Hello, JobFailed, JobSucceeded, Ready, StartupFailed
-from supervisor.lifecycle import Lifecycle
-from supervisor.lifecycle_events import (
+from supervisor.worker.lifecycle.core import Lifecycle
+from supervisor.worker.lifecycle.events import (
     CancelTimer, EndJob, Exited, JobOffered, Kill, Limits, Log, MemoryMeasured, Received, ReportState, SetTimer,
     Spawn, Spawned, Start, Timer, TimerFired,
 )
-from supervisor.overlap import MemoryFigures
+from supervisor.worker.overlap import MemoryFigures
 
 READY = Ready(backend="reference", model_version="reference-1", device="cpu", load_time_s=0.5)
 

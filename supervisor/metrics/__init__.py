@@ -1,0 +1,1 @@
+"""Prometheus exposition: the node's metric families and the collectors read at scrape time."""
