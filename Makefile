@@ -70,6 +70,7 @@ test: install-dev tools $(VENV)/.installed-comfyui
 bench: install-dev
 	$(BIN)/python bench/bench_tryon.py
 	$(BIN)/python bench/recycle_overlap.py
+	$(BIN)/python bench/hostile_uploads.py
 
 # Wheels for an offline GPU host (Python 3.12, x86-64, with its own CUDA torch and torchvision):
 # the project and every other dependency of the node, ComfyUI's engine and bench/qwen_gpu.py,

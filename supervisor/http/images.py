@@ -1,8 +1,9 @@
 """Judging an upload from its header bytes only: format and dimensions, no decoding.
 
 The full decode happens in the worker; here we only make sure the bytes claim to be a
-JPEG, PNG or WebP of an acceptable size, which Pillow reads from the first few hundred
-bytes in microseconds.
+JPEG, PNG or WebP of an acceptable size. A JPEG's or PNG's structure is walked first, in
+bounded work at C speed (`image_structure`), and Pillow reads only the parts of it that say
+what the image is; a WebP's header is read by libwebp (C) through Pillow.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import warnings
 from typing import NamedTuple
 
 from PIL import ExifTags, Image, UnidentifiedImageError
+
+from supervisor.http.image_structure import PNG_SIGNATURE, Malformed, TooComplex, jpeg_essentials, png_essentials
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
 
@@ -46,11 +49,19 @@ class TooManyPixels(Exception):
     pass
 
 
+__all__ = ["ImageHeader", "TooComplex", "TooManyPixels", "UnsupportedImage", "read_header"]
+
+
 def read_header(data: bytes, max_pixels: int, max_side: int | None = None) -> ImageHeader:
-    """Raise UnsupportedImage (-> 415) or TooManyPixels (-> 422): over `max_pixels`, or a
-    side over `max_side` (a size some output format cannot hold)."""
+    """Raise UnsupportedImage (-> 415), TooComplex (-> 422: a structure over the limits) or
+    TooManyPixels (-> 422): over `max_pixels`, or a side over `max_side` (a size some output
+    format cannot hold)."""
     try:
-        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
+        essentials = _essentials(data)
+    except Malformed:
+        raise UnsupportedImage("not a JPEG, PNG or WebP image") from None
+    try:
+        with Image.open(io.BytesIO(essentials), formats=ACCEPTED_FORMATS) as image:
             header = ImageHeader(image.format, *image.size, _orientation(image))
     except Image.DecompressionBombError as exc:
         # A header claiming an enormous image: a pixel-limit problem, not a format one.
@@ -66,6 +77,16 @@ def read_header(data: bytes, max_pixels: int, max_side: int | None = None) -> Im
             f"{header.width}x{header.height}: a side over the limit of {max_side} pixels"
         )
     return header
+
+
+def _essentials(data: bytes) -> bytes:
+    """What Pillow is given: a JPEG or PNG cut to what says what it is; anything else as it
+    is (a WebP, read in C, or bytes that Pillow will not take for any accepted format)."""
+    if data.startswith(b"\xff\xd8\xff"):  # what Pillow takes for a JPEG
+        return jpeg_essentials(data)
+    if data.startswith(PNG_SIGNATURE):
+        return png_essentials(data)
+    return data
 
 
 def _orientation(image: Image.Image) -> int:

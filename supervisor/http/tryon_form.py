@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from supervisor.http.errors import ApiError, FieldProblem, validation_failed
-from supervisor.http.images import ImageHeader, TooManyPixels, UnsupportedImage, read_header
+from supervisor.http.images import ImageHeader, TooComplex, TooManyPixels, UnsupportedImage, read_header
 from supervisor.jobs.job import JobOptions
 from supervisor.http.multipart_form import Form
 
@@ -192,7 +192,7 @@ def _check_images(images: dict[str, bytes | None], max_pixels: int, max_side: in
             headers[name] = read_header(data, max_pixels, max_side)
         except UnsupportedImage:
             unsupported.append(name)
-        except TooManyPixels as exc:
+        except (TooManyPixels, TooComplex) as exc:
             too_big.append(FieldProblem(name, str(exc)))
     if unsupported:
         raise ApiError(

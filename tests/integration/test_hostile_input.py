@@ -193,6 +193,39 @@ async def test_delete_with_a_body_that_cancels_a_job_is_202_and_no_error(node, h
     assert not [e for e in node.events() if e["level"] == "ERROR"]
 
 
+# --- 12: an image whose structure a header parser would walk in Python --------------------
+# (Before the structure walk, each was judged by Pillow on the event loop, ~0.35 ms per KiB,
+# and admitted: 202.)
+
+
+@pytest.mark.parametrize("field", ["person_image", "garment_image"])
+@pytest.mark.parametrize("make, reason", [
+    (lambda: images.jpeg_with_fill(100 * 1024), "fill or junk bytes"),
+    (lambda: images.jpeg_with_junk(100 * 1024), "fill or junk bytes"),
+    (lambda: images.jpeg_with_segments(1000), "more than 1000 segments"),
+    (lambda: images.jpeg_with_scans(101), "101 scans"),
+    (lambda: images.png_with_chunks(1000), "more than 1000 chunks"),
+], ids=["jpeg-fill", "jpeg-junk", "jpeg-segments", "jpeg-scans", "png-chunks"])
+async def test_an_image_over_the_structure_limits_is_422_naming_it(node, http, field, make, reason):
+    data = make()
+    assert len(data) <= MAX_BODY // 2
+    status, _, body = await submit(http, node.base_url, tryon_form("structure", **{field: data}))
+    assert_error(status, body, 422, "validation_failed")
+    assert [d["field"] for d in body["details"]] == [field]
+    assert reason in body["details"][0]["message"]
+
+
+async def test_photoshop_blocks_within_the_limits_are_admitted_and_the_job_runs(node, http, receiver):
+    # Within every limit, and each APP13 block a step of Pillow's in Python: admission reads
+    # none of them; the worker's decode (off the HTTP process) does, and the job succeeds.
+    person = images.jpeg_with_photoshop_blocks(7)
+    assert len(person) <= MAX_BODY // 2
+    status, _, body = await submit(http, node.base_url, tryon_form("photoshop", person_image=person, config={"steps": 1}))
+    assert status == 202, body
+    (callback,) = await receiver.await_callback("photoshop")
+    assert callback.fields["status"] == "succeeded", callback.fields
+
+
 # --- after all of the above --------------------------------------------------------------
 
 

@@ -133,3 +133,68 @@ def gif() -> bytes:
 # (1024 x 1024 pixels, a few kilobytes): long enough to be "still running" in a test.
 LONG_JOB_PERSON = solid(1024, 1024)
 LONG_JOB_CONFIG = {"steps": 100}
+
+
+# --- hostile structures: valid images a parser must walk a long way through ----------------
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return b"\xff" + bytes([marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def _after_soi(data: bytes, insert: bytes) -> bytes:
+    return data[:2] + insert + data[2:]
+
+
+def jpeg_with_fill(fill: int, data: bytes | None = None) -> bytes:
+    """A valid JPEG with `fill` 0xFF fill bytes before its first marker after SOI (allowed
+    by the standard; Pillow walks them one by one)."""
+    return _after_soi(data or solid(64, 64, "JPEG"), b"\xff" * fill)
+
+
+def jpeg_with_junk(junk: int, data: bytes | None = None) -> bytes:
+    """A JPEG with `junk` bytes between two segments (0xFF 0x00 pairs and plain bytes),
+    which Pillow skips."""
+    data = data or solid(64, 64, "JPEG")
+    return _after_soi(data, (b"\xff\x00\x01" * (junk // 3 + 1))[:junk])
+
+
+def jpeg_with_segments(count: int, payload: bytes = b"x", data: bytes | None = None) -> bytes:
+    """A JPEG with `count` extra comment segments (COM) before its frame header."""
+    return _after_soi(data or solid(64, 64, "JPEG"), _segment(0xFE, payload) * count)
+
+
+def jpeg_with_photoshop_blocks(segments: int, data: bytes | None = None) -> bytes:
+    """A JPEG with `segments` full APP13 segments, each packed with tiny Photoshop resource
+    blocks: within every structural limit, but Pillow parses each block in Python."""
+    block = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", 0)
+    payload = b"Photoshop 3.0\x00" + block * ((65_000 - 14) // len(block))
+    return _after_soi(data or solid(64, 64, "JPEG"), _segment(0xED, payload) * segments)
+
+
+def segment_count(data: bytes) -> int:
+    """How many segments a JPEG has before its first scan (SOS not counted)."""
+    pos, count = 2, 0
+    while data[pos + 1] != 0xDA:
+        pos += 2 + struct.unpack_from(">H", data, pos + 2)[0]
+        count += 1
+    return count
+
+
+def jpeg_with_scans(scans: int, width: int = 64, height: int = 64) -> bytes:
+    """A progressive JPEG whose last scan is repeated until it has `scans` scans (each one
+    a pass of the decoder over the whole image)."""
+    data = encode(Image.open(io.BytesIO(gradient(width, height))).convert("RGB"), "JPEG", progressive=True)
+    last = data.rindex(b"\xff\xda")
+    end = data.rindex(b"\xff\xd9")
+    have = data.count(b"\xff\xda")
+    if scans < have:
+        raise ValueError(f"a progressive JPEG of this size has {have} scans already")
+    return data[:end] + data[last:end] * (scans - have) + data[end:]
+
+
+def png_with_chunks(count: int, data: bytes | None = None) -> bytes:
+    """A PNG with `count` tiny ancillary text chunks before its image data."""
+    data = data or solid(64, 64, "PNG")
+    ihdr_end = 8 + 12 + struct.unpack_from(">I", data, 8)[0]
+    return data[:ihdr_end] + _chunk(b"tEXt", b"k\x00v") * count + data[ihdr_end:]
