@@ -3,7 +3,8 @@ prints the job events an orchestrator would get.
 
 `python examples/asset_service.py --port 8090` runs it alone on http://127.0.0.1:8090/callback
 (`--url URL` for another host or path); `make demo` starts its own. It checks the callback
-token when given one and answers 200; the received images are saved to --out. Job events
+token when given one and answers 200; the received images are saved to --out
+(examples/output/ by default), and each saved file's path is printed. Job events
 (`events.url`: job.started, job.progress) are taken on /events of the same host and port
 (http://127.0.0.1:8090/events, where conf/config.yaml sends them) and printed, one line each.
 """
@@ -100,7 +101,10 @@ def main() -> None:
         print({k: v for k, v in fields.items()}, flush=True)
         if received["image"] is not None:
             suffix = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(received["content_type"], "bin")
-            (out / f"{fields.get('job_id', 'job')}.{suffix}").write_bytes(received["image"])
+            saved = out / f"{fields.get('job_id', 'job')}.{suffix}"
+            saved.write_bytes(received["image"])
+            # Where the result is: the callback's fields above say which job it was.
+            print(f"saved {saved.resolve()}", flush=True)
 
     async def serve() -> None:
         await start(url, args.token, save, lambda event: print(f"event: {describe_event(event)}", flush=True))

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "spool":
         from supervisor.delivery import spool_admin
 
-        return spool_admin.main(loaded.spool_dir, args.action, args.job_ids)
+        return spool_admin.main(loaded.spool_dir, args.action, args.job_ids, loaded.config.spool.rescan_s)
     if args.command == "check-config":
         return check_config(loaded)
     return serve(loaded)

@@ -1,7 +1,8 @@
 """The node: wires the parts together and runs them from start to a clean stop.
 
 Signal handlers only put the signal on a queue; the main coroutine does the work
-(`handle_<signal>` methods, dispatched by name): TERM/INT drain, HUP reloads the config,
+(`handle_<signal>` methods, dispatched by name): TERM/INT drain, HUP rescans the spool
+and reloads the config,
 USR1 recycles the worker, QUIT stops now. A background task that dies of a bug puts
 FATAL on the same queue: the node then stops at once and exits 1, so that systemd or
 Kubernetes restart it, rather than limping on without a dispatcher. A worker that cannot
@@ -100,7 +101,9 @@ class Node:
             queue_length=lambda: self.scheduler.queue_length,
             worker_pid=lambda: self.worker.pid,
             model_loaded=lambda: self.worker.model_loaded,
-            spool_pending=lambda: len(self.spool),
+            # From the folders (the scrape runs in a thread): what `spool list` shows.
+            spool_pending=self.spool.waiting_on_disk,
+            spool_dead=self.spool.dead_on_disk,
         )
         self._set_build_info(cfg.model.version or "")
         # The worker process's memory and CPU (psutil), and GPU figures from NVML (for
@@ -225,7 +228,9 @@ class Node:
         self.worker.recycle("SIGUSR1")
 
     async def handle_hup(self) -> None:
-        """Reload the config file; a bad file changes nothing."""
+        """Look for replayed dead letters in the spool, and reload the config file; a bad
+        file changes nothing."""
+        await self.callbacks.rescan("SIGHUP")
         try:
             loaded = config_module.load(self.loaded.path)
         except config_module.ConfigError as exc:

@@ -93,7 +93,7 @@ def load(path: Path | str, environ: Mapping[str, str] = os.environ) -> LoadedCon
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read the config file ({exc.strerror or exc})"])
+        raise ConfigError([Problem("", f"cannot read {path} ({exc.strerror or exc})")])
     return LoadedConfig(parse(text, environ), path.resolve())
 
 
@@ -102,11 +102,12 @@ def parse(text: str, environ: Mapping[str, str] = os.environ) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"(file): not valid YAML: {exc}"]) from None
+        # A Problem of the file as a whole: it prints as `(file): ...`, once.
+        raise ConfigError([Problem("", f"not valid YAML: {exc}")]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(["(file): the top level must be a mapping of keys"])
+        raise ConfigError([Problem("", "the top level must be a mapping of keys")])
     lines = config_check.key_lines(text)
     data, problems = expand(data, environ)
     # A key with an unset variable is not judged again: one problem, told once.

@@ -151,8 +151,29 @@ def check(data: Any, struct: type[msgspec.Struct], path: str = "", skip: Iterabl
             # strict=False: a `${PORT}` expanded to "8080" still becomes the int 8080.
             msgspec.convert(raw, f.type, strict=False)
         except msgspec.ValidationError as exc:
-            problems.append(from_validation_error(sub, exc))
+            problems.append(with_allowed_values(from_validation_error(sub, exc), f.type))
     return problems
+
+
+def allowed_values(annotation: Any) -> tuple | None:
+    """The values a `Literal[...]` key takes (also inside `Annotated` or `| None`); None
+    for any other type."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return allowed_values(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        found = [v for a in typing.get_args(annotation) for v in (allowed_values(a) or ())]
+        return tuple(found) or None
+    return None
+
+
+def with_allowed_values(problem: Problem, annotation: Any) -> Problem:
+    """msgspec says `Invalid enum value 'LOUD'` and stops there: name what the key takes."""
+    allowed = allowed_values(annotation)
+    if allowed is None or not problem.message.startswith("Invalid enum value"):
+        return problem
+    return problem._replace(message=f"{problem.message}; allowed: {', '.join(repr(v) for v in allowed)}")
 
 
 class Broken(Exception):

@@ -126,6 +126,9 @@ class SpoolConfig(Section):
     max_age_s: Seconds = 604800.0
     retry_initial_s: Seconds = 30.0
     retry_max_s: Seconds = 600.0
+    # How often a running node looks for waiting files it did not write (dead letters moved
+    # back by `gpu-server spool replay`); a SIGHUP looks at once.
+    rescan_s: Seconds = 10.0
 
 
 class JobsConfig(Section):

@@ -7,7 +7,9 @@ attempt, so every attempt, also after a restart, sends the same bytes with the s
 `callback.max_retries` quick retries, then from the spool until `spool.max_age_s`. A 2xx
 removes the entry; any other 4xx is final (`undeliverable`, dead-lettered), and so is a 3xx:
 redirects are never followed, so neither the token nor the result goes to a host that was
-not configured.
+not configured. Waiting files this process did not write (dead letters replayed with
+`gpu-server spool replay` while it runs) are picked up every `spool.rescan_s` and on
+SIGHUP (`rescan`), and sent like those found at start.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class CallbackSender:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task] = set()
         self._loop_task: asyncio.Task | None = None
+        self._rescan_task: asyncio.Task | None = None
+        self._rescanning = asyncio.Lock()
         # Results not yet safe on disk: the node waits for them before it stops.
         self._unspooled = 0
         self._all_spooled = asyncio.Event()
@@ -78,6 +82,34 @@ class CallbackSender:
         if len(self.spool):
             events.info("spool_loaded", pending=len(self.spool))
         self._loop_task = asyncio.get_running_loop().create_task(self.deliveries.run(), name="deliveries")
+        self._rescan_task = asyncio.get_running_loop().create_task(self._rescan_every(), name="spool-rescan")
+
+    async def rescan(self, why: str) -> int:
+        """Schedule the waiting files this process does not know (a replay since it started):
+        due at once, like those found at start. How many it took in."""
+        async with self._rescanning:  # the timer's and a SIGHUP's: one at a time
+            found = await asyncio.to_thread(self.spool.scan, self.spool.known())
+            # A job whose result is on its way already keeps its one place in the loop; its
+            # other file waits for a later rescan.
+            found = [f for f in found if f.record is None or self.deliveries.get(f.record.job_id) is None]
+            adopted = self.spool.adopt(found)
+        for name, record in adopted:
+            self.deliveries.schedule(Delivery(record, SpooledJob(record), name=name), 0.0)
+        if adopted:
+            events.info(
+                "spool_rescanned", why=why, found=len(adopted), job_ids=[r.job_id for _, r in adopted],
+                pending=len(self.spool),
+            )
+        return len(adopted)
+
+    async def _rescan_every(self, period_s: float | None = None) -> None:
+        while True:
+            # Read each round: a reload applies from the next one.
+            await asyncio.sleep(period_s or self.spool_config.rescan_s)
+            try:
+                await self.rescan("timer")
+            except Exception as exc:  # the disk, for now: the next round tries again
+                events.error("spool_rescan_failed", error=f"{type(exc).__name__}: {exc}", dir=str(self.spool.root))
 
     def pending_job(self, job_id: str) -> Job | SpooledJob | None:
         """A job whose result waits for delivery: the job store may have forgotten it, or
@@ -118,9 +150,11 @@ class CallbackSender:
             events.error("callback_failed", job_id=job_id, final=False, reason="node stopped first; kept in the spool")
         if pending:
             await asyncio.wait(pending)
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.wait({self._loop_task})
+        background = {t for t in (self._loop_task, self._rescan_task) if t is not None}
+        for task in background:
+            task.cancel()
+        if background:
+            await asyncio.wait(background)
         if self._session is not None:
             await self._session.close()
 

@@ -14,6 +14,12 @@ A file is `MAGIC | header length (4 bytes, big endian) | header (JSON) | body | 
 header and body`. It is written to tmp/, fsynced, renamed into place and the folder fsynced,
 so it is either complete or absent; the checksum catches what the disk or a hand did later.
 The methods do blocking file I/O: the event loop calls the slow ones through a thread.
+
+A running node also picks up waiting files it did not write (dead letters moved back by
+`gpu-server spool replay`): `scan` lists them (in a thread), `adopt` takes them in (on the
+event loop), which the node does every `spool.rescan_s` and at once on SIGHUP. The counts for the
+metrics (`waiting_on_disk`, `dead_on_disk`) are read from the folders, as `spool list`
+reads them, so the two always agree.
 """
 
 from __future__ import annotations
@@ -69,6 +75,14 @@ class SpoolUnusable(Exception):
 class Loaded(NamedTuple):
     name: str
     record: SpoolRecord
+
+
+class Found(NamedTuple):
+    """A waiting file the node did not know of, with its header or why it is unreadable."""
+
+    name: str
+    record: SpoolRecord | None
+    problem: str | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -138,6 +152,8 @@ class Spool:
         self.quarantine_dir = root / "quarantine"
         self._records: dict[str, SpoolRecord] = {}  # file name -> header, the pending entries
         self._job_ids: collections.Counter[str] = collections.Counter()
+        # Files being written by this process (write_file until add): not for a rescan to take.
+        self._writing: set[str] = set()
 
     # --- start ---------------------------------------------------------------------
 
@@ -191,6 +207,49 @@ class Spool:
     def records(self) -> Iterator[Loaded]:
         return (Loaded(name, record) for name, record in self._records.items())
 
+    def waiting_on_disk(self) -> int:
+        """Files waiting for delivery, counted as `gpu-server spool list` shows them
+        (blocking: for the scrape's thread)."""
+        return _count_files(self.root.glob(f"*{SUFFIX}"))
+
+    def dead_on_disk(self) -> int:
+        """Dead letters, counted as `gpu-server spool list` shows them (blocking)."""
+        return _count_files(self.dead.glob(f"*{SUFFIX}*"))
+
+    # --- a running node's rescan ---------------------------------------------------
+
+    def known(self) -> frozenset[str]:
+        """The names this process holds or is writing (read on the event loop, for scan)."""
+        return frozenset(self._records) | frozenset(self._writing)
+
+    def scan(self, known: frozenset[str]) -> list[Found]:
+        """The waiting files not in `known`, with their headers. Blocking: for a thread."""
+        found = []
+        for path in sorted(self.root.glob(f"*{SUFFIX}")):
+            if path.name in known or not path.is_file():
+                continue
+            try:
+                found.append(Found(path.name, read_header(path)))
+            except FileNotFoundError:
+                continue  # delivered and removed meanwhile
+            except (SpoolCorrupt, OSError) as exc:
+                found.append(Found(path.name, None, str(exc)))
+        return found
+
+    def adopt(self, found: list[Found]) -> list[Loaded]:
+        """Take in what scan found, as the start does (an unreadable file is quarantined).
+        On the event loop: a name written or delivered since the scan is left alone."""
+        adopted = []
+        for name, record, problem in found:
+            if name in self._records or name in self._writing or not (self.root / name).is_file():
+                continue
+            if record is None:
+                self.quarantine(name, problem or "unreadable")
+                continue
+            self._index(name, record)
+            adopted.append(Loaded(name, record))
+        return adopted
+
     # --- changes -------------------------------------------------------------------
 
     def write_file(self, record: SpoolRecord, body: bytes) -> str:
@@ -199,6 +258,7 @@ class Spool:
         thread touches (add() next)."""
         name = file_name(record)
         tmp = self.tmp / name
+        self._writing.add(name)  # before the rename: a rescan must not take it as someone else's
         try:
             with _create(tmp) as f:
                 f.writelines(encode(record, body))
@@ -207,6 +267,7 @@ class Spool:
             os.replace(tmp, self.root / name)
         except BaseException:
             _unlink(tmp)
+            self._writing.discard(name)
             raise
         _fsync_dir(self.root)
         return name
@@ -214,6 +275,7 @@ class Spool:
     def add(self, name: str, record: SpoolRecord) -> None:
         """Count a file written by write_file() as pending."""
         self._index(name, record)
+        self._writing.discard(name)
 
     def read(self, name: str) -> bytes:
         """The body of a pending entry. FileNotFoundError if it went away, SpoolCorrupt."""
@@ -267,6 +329,16 @@ class Spool:
             self._job_ids[record.job_id] -= 1
             if self._job_ids[record.job_id] <= 0:
                 del self._job_ids[record.job_id]
+
+
+def _count_files(paths: Iterator[Path]) -> int:
+    count = 0
+    for path in paths:
+        try:
+            count += path.is_file()
+        except OSError:
+            continue
+    return count
 
 
 def _restrict(folder: Path) -> None:

@@ -1,8 +1,9 @@
 """`gpu-server spool list|replay`: what an operator does with the spool, without the node.
 
 `list` shows every entry (waiting, dead letters, quarantined) from its header; `replay`
-moves dead letters back among the waiting ones, which the node sends at its next start
-with their original `webhook-id`. A replayed entry's age limit (`spool.max_age_s`) counts
+moves dead letters back among the waiting ones, which a running node on that spool picks
+up within `spool.rescan_s` (at once on SIGHUP) and a stopped one at its next start, with
+their original `webhook-id`. A replayed entry's age limit (`spool.max_age_s`) counts
 from the replay: dead letters wait for the operator however long, and one older than the
 limit would otherwise be expired at the next start instead of sent. A job id that has no
 dead letter, or one that could not be moved, is named on stderr and the exit code is 1.
@@ -116,7 +117,7 @@ def format_rows(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def main(spool_dir: Path, action: str, job_ids: list[str]) -> int:
+def main(spool_dir: Path, action: str, job_ids: list[str], rescan_s: float = 10.0) -> int:
     spool = Spool(spool_dir)
     if not spool.root.is_dir():
         print(f"gpu-server: no spool folder at {spool.root}", file=sys.stderr)
@@ -127,7 +128,10 @@ def main(spool_dir: Path, action: str, job_ids: list[str]) -> int:
     moved, skipped = replay_dead(spool, job_ids)
     for name in moved:
         print(f"replay: {name}")
-    print(f"{len(moved)} dead letter(s) moved back to {spool.root}; the node sends them at its next start.")
+    print(
+        f"{len(moved)} dead letter(s) moved back to {spool.root}; a running node sends them within "
+        f"{rescan_s:g} s (spool.rescan_s; at once on SIGHUP), a stopped one at its next start."
+    )
     for why in skipped:
         print(f"gpu-server: not replayed: {why}", file=sys.stderr)
     # Not everything asked for was done: a script must not take it for a success.

@@ -87,8 +87,13 @@ class Metrics:
         self.events = Counter(
             f"{PREFIX}_events", "Job events (events.url) by type and result", ["type", "result"], registry=r
         )
+        # Both counted from the spool's folders at scrape time, as `gpu-server spool list` does.
         self.spool_pending = Gauge(
             f"{PREFIX}_spool_pending", "Results in the spool waiting for delivery", registry=r
+        )
+        self.spool_dead = Gauge(
+            f"{PREFIX}_spool_dead", "Dead letters in the spool (a final 4xx or 3xx): kept until replayed or deleted",
+            registry=r,
         )
         self.spool_expired = Counter(
             f"{PREFIX}_spool_expired", "Results removed undelivered at spool.max_age_s", registry=r
@@ -135,12 +140,14 @@ class Metrics:
         worker_pid: Callable[[], int | None],
         model_loaded: Callable[[], bool],
         spool_pending: Callable[[], int] = lambda: 0,
+        spool_dead: Callable[[], int] = lambda: 0,
     ) -> None:
         self.busy.set_function(lambda: float(busy()))
         self.queue_length.set_function(lambda: float(queue_length()))
         self.worker_up.set_function(lambda: float(worker_pid() is not None))
         self.model_loaded.set_function(lambda: float(model_loaded()))
         self.spool_pending.set_function(lambda: float(spool_pending()))
+        self.spool_dead.set_function(lambda: float(spool_dead()))
 
     def set_build_info(self, version: str, git_commit: str, backend: str, model_version: str) -> None:
         self.build_info.clear()

@@ -30,6 +30,8 @@ async def test_started_with_port_it_takes_a_callback_and_saves_the_image(stand_i
             assert response.status == 200
             assert (await response.json())["job_id"] == "job-7"
     assert (stand_in.out / "job-7.png").read_bytes() == b"\x89PNG fake"
+    stand_in.stdout.readline()  # the callback's fields
+    assert stand_in.stdout.readline() == f"saved {(stand_in.out / 'job-7.png').resolve()}\n"
 
 
 async def test_it_takes_job_events_on_events_and_prints_each(stand_in):

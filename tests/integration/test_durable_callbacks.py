@@ -200,3 +200,68 @@ def age_out(path, days: float) -> None:
     record, body = decode(path.read_bytes())
     aged = msgspec.structs.replace(record, spooled_at=record.spooled_at - days * 86400)
     path.write_bytes(b"".join(encode(aged, body)))
+
+
+def spool_cli(node: NodeProcess, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(GPU_SERVER), "spool", *args, "--config", str(node.config_path)], capture_output=True, text=True, timeout=60
+    )
+
+
+def listed_folders(node: NodeProcess) -> list[str]:
+    """The folder column of `gpu-server spool list`, one entry a line."""
+    result = spool_cli(node, "list")
+    assert result.returncode == 0, result.stderr
+    return [line.split("\t")[0] for line in result.stdout.splitlines()[1:]]
+
+
+def spool_figures(node: NodeProcess) -> tuple[float, float]:
+    families = scrape(node)
+    return value(families, "gpu_server_spool_pending"), value(families, "gpu_server_spool_dead")
+
+
+async def test_a_live_node_sends_a_replayed_dead_letter_on_sighup_and_its_figures_agree(tmp_path, receiver, http):
+    # No timer in the way (an hour): the SIGHUP is what picks the replayed letter up.
+    node = NodeProcess(tmp_path, receiver.url, {"callback": {"max_retries": 0}, "spool": {"rescan_s": 3600}}).start()
+    try:
+        receiver.answer_for["replay-live"] = lambda: Reply(422)
+        status, _, _ = await submit(http, node.base_url, tryon_form("replay-live"))
+        assert status == 202
+        await asyncio.to_thread(node.wait_event, "callback_failed", 60, job_id="replay-live", final=True)
+        assert listed_folders(node) == ["dead"] and spool_figures(node) == (0, 1)
+
+        # Fixed on the Asset Service's side: replay, while the node runs. Until the SIGHUP the
+        # node has not taken it in, yet the figures already say what `spool list` says.
+        receiver.answer_for["replay-live"] = lambda: Reply(200)
+        replayed = spool_cli(node, "replay", "replay-live")
+        assert replayed.returncode == 0, replayed.stderr
+        assert "a running node sends them within 3600 s" in replayed.stdout
+        assert listed_folders(node) == ["waiting"] and spool_figures(node) == (1, 0)
+        assert len(receiver.for_job("replay-live")) == 1
+
+        node.signal(signal.SIGHUP)
+        rescanned = await asyncio.to_thread(node.wait_event, "spool_rescanned", 30)
+        assert rescanned["why"] == "SIGHUP" and rescanned["job_ids"] == ["replay-live"]
+        await asyncio.to_thread(node.wait_event, "callback_succeeded", 30, job_id="replay-live")
+        calls = receiver.for_job("replay-live")
+        assert [c.answered for c in calls] == [422, 200] and len({c.headers["webhook-id"] for c in calls}) == 1
+        assert listed_folders(node) == [] and spool_figures(node) == (0, 0)
+        assert node.wait_health(200)["status"] == "ok"  # no restart, no recycle: the same node
+    finally:
+        assert node.stop() == 0, node.tail()
+
+
+async def test_a_live_node_notices_a_replayed_dead_letter_by_itself(tmp_path, receiver, http):
+    node = NodeProcess(tmp_path, receiver.url, {"callback": {"max_retries": 0}, "spool": {"rescan_s": 0.5}}).start()
+    try:
+        receiver.answer_for["replay-timer"] = lambda: Reply(410)
+        status, _, _ = await submit(http, node.base_url, tryon_form("replay-timer"))
+        assert status == 202
+        await asyncio.to_thread(node.wait_event, "callback_failed", 60, job_id="replay-timer", final=True)
+        receiver.answer_for["replay-timer"] = lambda: Reply(200)
+        assert spool_cli(node, "replay").returncode == 0
+        rescanned = await asyncio.to_thread(node.wait_event, "spool_rescanned", 30)
+        assert rescanned["why"] == "timer"
+        await asyncio.to_thread(node.wait_event, "callback_succeeded", 30, job_id="replay-timer")
+    finally:
+        assert node.stop() == 0, node.tail()

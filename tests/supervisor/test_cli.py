@@ -32,6 +32,15 @@ def test_a_missing_file_is_a_configuration_error(tmp_path, capsys):
     assert "nope.yaml" in capsys.readouterr().err
 
 
+def test_a_file_that_is_not_yaml_is_named_once(tmp_path, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_text("node_id: [unclosed\n")
+    assert cli.main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gpu-server: 1 configuration problem(s) in {path}:\n  (file): not valid YAML: ")
+    assert err.count("(file)") == 1
+
+
 def test_the_config_path_comes_from_the_environment_without_an_option(tmp_path, capsys, monkeypatch):
     path = tmp_path / "from-env.yaml"
     path.write_text(GOOD)

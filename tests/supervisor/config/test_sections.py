@@ -62,7 +62,12 @@ def test_overlap_is_auto_always_or_never_and_its_margin_not_negative():
 def test_output_size_is_person_or_model():
     assert cfg.parse(MINIMAL + "images: {output_size: model}\n", {}).images.output_size == "model"
     (problem,) = problems_of(MINIMAL + "images: {output_size: original}\n")
-    assert problem == "images.output_size: Invalid enum value 'original' (line 5)"
+    assert problem == "images.output_size: Invalid enum value 'original'; allowed: 'person', 'model' (line 5)"
+
+
+def test_a_bad_enum_value_names_the_values_allowed():
+    (problem,) = problems_of(MINIMAL + "logging: {level: LOUD}\n")
+    assert problem == "logging.level: Invalid enum value 'LOUD'; allowed: 'DEBUG', 'INFO', 'WARNING', 'ERROR' (line 5)"
 
 
 def test_step_limits_are_a_min_and_max_within_1_to_100():

@@ -313,3 +313,27 @@ async def test_an_entry_deleted_by_hand_is_given_up(receiver, spool):
     await until(lambda: sender.deliveries.get("cb-deleted") is None, 10)
     await sender.close(1)
     assert not spool.holds("cb-deleted") and len(receiver.for_job("cb-deleted")) == 1
+
+
+async def test_a_rescan_sends_a_result_replayed_while_the_sender_runs(receiver, spool):
+    sender = await make_sender(receiver.url, spool)
+    job = finished_job("cb-replayed", OK)
+    body = await build_body(job, "node-7")
+    Spool(spool.root).write_file(spool_record(job, body, time.time()), body.data)  # another process's file
+    assert await sender.rescan("test") == 1
+    await until(lambda: not spool.holds("cb-replayed"), 10)
+    assert await sender.rescan("test") == 0  # delivered and removed: nothing more to take
+    await sender.close(1)
+    (call,) = receiver.for_job("cb-replayed")
+    assert call.answered == 200 and list(spool.root.glob("*.cb")) == []
+
+
+async def test_the_sender_rescans_by_itself(receiver, spool):
+    sender = await make_sender(receiver.url, spool)
+    sender._rescan_task.cancel()
+    sender._rescan_task = asyncio.get_running_loop().create_task(sender._rescan_every(0.01))
+    job = finished_job("cb-noticed", OK)
+    body = await build_body(job, "node-7")
+    Spool(spool.root).write_file(spool_record(job, body, time.time()), body.data)
+    await until(lambda: len(receiver.for_job("cb-noticed")) == 1, 10)
+    await sender.close(1)

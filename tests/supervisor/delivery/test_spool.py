@@ -154,3 +154,46 @@ def test_entries_are_0600_in_0700_folders_whatever_the_umask(tmp_path):
         assert folder.stat().st_mode & 0o777 == 0o700, folder
     for path in (spool.root / name, spool.dead / "job-2~msg_2.cb"):
         assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+def write_elsewhere(spool: Spool, entry: SpoolRecord, body: bytes) -> str:
+    """A waiting file this process did not write: what `gpu-server spool replay` leaves."""
+    return Spool(spool.root).write_file(entry, body)
+
+
+def test_a_rescan_finds_only_the_files_this_process_does_not_hold(spool):
+    put(spool, record("mine"), b"m")
+    theirs = write_elsewhere(spool, record("replayed", "msg_r"), b"r")
+    found = spool.scan(spool.known())
+    assert [f.name for f in found] == [theirs] and found[0].record.job_id == "replayed"
+    assert [loaded.name for loaded in spool.adopt(found)] == [theirs]
+    assert spool.holds("replayed") and len(spool) == 2
+    assert spool.scan(spool.known()) == [] and spool.adopt(found) == []  # taken once
+
+
+def test_a_rescan_leaves_a_file_being_written_and_one_gone_since(spool):
+    name = spool.write_file(record("writing"), b"w")  # renamed into place, not yet add()ed
+    assert spool.scan(spool.known()) == []
+    spool.add(name, record("writing"))
+    gone = write_elsewhere(spool, record("gone", "msg_g"), b"g")
+    found = spool.scan(spool.known())
+    (spool.root / gone).unlink()  # delivered by hand, or given up, before adopt
+    assert spool.adopt(found) == [] and not spool.holds("gone")
+
+
+def test_a_rescan_quarantines_an_unreadable_file_as_the_start_does(spool):
+    (spool.root / "junk~x.cb").write_bytes(b"not a spool file")
+    found = spool.scan(spool.known())
+    assert found[0].record is None and spool.adopt(found) == []
+    assert [p.name for p in spool.quarantine_dir.iterdir()] == ["junk~x.cb"]
+
+
+def test_the_counts_for_the_metrics_are_those_spool_list_shows(spool):
+    from supervisor.delivery.spool_admin import list_entries
+
+    put(spool, record("a"), b"a")
+    write_elsewhere(spool, record("b", "msg_b"), b"b")
+    put(spool, record("c", "msg_c"), b"c")
+    spool.dead_letter("c~msg_c.cb")
+    folders = [row.folder for row in list_entries(spool)]
+    assert (spool.waiting_on_disk(), spool.dead_on_disk()) == (folders.count("waiting"), folders.count("dead")) == (2, 1)
