@@ -1,8 +1,8 @@
 """The node: wires the parts together and runs them from start to a clean stop.
 
 Signal handlers only put the signal on a queue; the main coroutine does the work
-(`handle_<signal>` methods, dispatched by name): TERM/INT drain, HUP rescans the spool
-and reloads the config,
+(`handle_<signal>` methods, dispatched by name): TERM/INT drain, HUP reloads the config
+and rescans the spool,
 USR1 recycles the worker, QUIT stops now. A background task that dies of a bug puts
 FATAL on the same queue: the node then stops at once and exits 1, so that systemd or
 Kubernetes restart it, rather than limping on without a dispatcher. A worker that cannot
@@ -228,9 +228,13 @@ class Node:
         self.worker.recycle("SIGUSR1")
 
     async def handle_hup(self) -> None:
-        """Look for replayed dead letters in the spool, and reload the config file; a bad
-        file changes nothing."""
+        """Reload the config file (a bad file changes nothing), then look for dead letters
+        replayed into the spool: they go out with the settings just reloaded (a fixed
+        callback.url, say)."""
+        self._reload_config()
         await self.callbacks.rescan("SIGHUP")
+
+    def _reload_config(self) -> None:
         try:
             loaded = config_module.load(self.loaded.path)
         except config_module.ConfigError as exc:
