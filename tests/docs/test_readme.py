@@ -50,3 +50,12 @@ def test_every_model_file_has_a_download_command():
     assert len(files) == 4
     for name, folder in files:
         assert re.search(rf"-o \$M/{folder}/{re.escape(name)} \\\n\s+https://huggingface\.co/\S+/resolve/main/\S*{re.escape(name)}\n", recipe), name
+
+
+def test_the_pid_pattern_matches_what_make_run_starts():
+    makefile = (REPO / "Makefile").read_text()
+    config = re.search(r"^CONFIG \?= (\S+)$", makefile, re.M).group(1)
+    recipe = re.search(r"^run: .*\n\t(.+)$", makefile, re.M).group(1)
+    command_line = recipe.replace("$(BIN)", ".venv/bin").replace("$(CONFIG)", config)
+    for pattern in re.findall(r"pgrep -f '([^']+)'", README):
+        assert pattern in command_line, pattern

@@ -1,6 +1,6 @@
 """The largest accepted job through the real node and ComfyUI's engine (CPU): two images of
 36 megapixels (images.max_pixels, each side within images.max_side), in each accepted format,
-keep the worker's peak resident memory within the budget README.md states ("Large inputs").
+keep the worker's peak resident memory within the budget docs/comfyui.md states ("Large inputs").
 The peak is the kernel's own high-water mark of the worker (nothing sampled, nothing
 missed), measured from a worker that has run one small job; the figures are printed (pytest -s).
 Each format gets a fresh node: memory a previous large job left in the worker's heap would

@@ -23,8 +23,8 @@ LEAN = dataclasses.replace(CI, resolution_divisor=16)
 JOBS = 20
 SETTLING = 5  # the first jobs may still grow the allocator's pools
 MiB = 2**20
-# Allowed growth of the worker's RSS from job SETTLING to the last (README "ComfyUI in the
-# tests"): 2 MiB a job would pass it; a job's graph outputs (its text conditioning alone is
+# Allowed growth of the worker's RSS from job SETTLING to the last (docs/development.md,
+# "ComfyUI in the tests"): 2 MiB a job would pass it; a job's graph outputs (its text conditioning alone is
 # ~3 MB here) kept by every job would.
 GROWTH_BUDGET = 32 * MiB
 PERSON, GARMENT = images.person(384, 512), images.garment()

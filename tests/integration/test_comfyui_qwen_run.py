@@ -1,8 +1,8 @@
 """The shipped Qwen-Image-Edit workflow, executed: conf/workflows/qwen_image_edit_tryon.json
 with the production mapping, through the real node (supervisor, worker, ComfyUI's engine on
 CPU, callback receiver), on random-weight files of the published names, layouts and dtypes
-(bench/qwen_weights.py), shrunk to fit 2 cores (tests/support/qwen.py, README "ComfyUI in
-the tests"): the diffusion model, text encoder with its vision tower, VAE, the Lightning LoRA
+(bench/qwen_weights.py), shrunk to fit 2 cores (tests/support/qwen.py, docs/development.md,
+"ComfyUI in the tests"): the diffusion model, text encoder with its vision tower, VAE, the Lightning LoRA
 merged into fp8 weights, and our in-memory image nodes all run for real. The graph does no
 work that cannot change its output: a second node on the graph as it was before that work
 was taken out (tests/support/workflows/qwen_image_edit_tryon_unpruned.json) gives the same

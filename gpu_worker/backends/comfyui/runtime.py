@@ -4,7 +4,7 @@ Only this module imports ComfyUI. It works with the vendored 0.3.75 engine and c
 upstream: it uses the executor, `validate_prompt`, `interrupt_current_processing` and
 `folder_paths`, which both have, and reads results from the executor's status messages.
 
-Import-order traps it takes care of (see the README's ComfyUI section):
+Import-order traps it takes care of (see docs/comfyui.md):
 - the ComfyUI root goes first on sys.path: it owns top-level names such as `utils`,
   `nodes`, `execution`, `app`, `server`;
 - its `utils` package is imported before `nodes` (0.3.75 puts `comfy/` on sys.path, and a
