@@ -18,6 +18,7 @@ REQUIRED = {
     "gpu_server_callback_attempts": "counter",
     "gpu_server_callback_duration_seconds": "histogram",
     "gpu_server_spool_pending": "gauge",
+    "gpu_server_spool_dead": "gauge",
     "gpu_server_busy": "gauge",
     "gpu_server_queue_length": "gauge",
     "gpu_server_worker_up": "gauge",
