@@ -1,7 +1,7 @@
 """A local stand-in for the Asset Service: receives callbacks, keeps the last ones, and
 prints the job events an orchestrator would get.
 
-`python examples/asset_service.py --port 8090` runs it alone on http://127.0.0.1:8090/callback
+`.venv/bin/python examples/asset_service.py --port 8090` runs it alone on http://127.0.0.1:8090/callback
 (`--url URL` for another host or path); `make demo` starts its own. It checks the callback
 token when given one and answers 200; the received images are saved to --out
 (examples/output/ by default), and each saved file's path is printed. Job events

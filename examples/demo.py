@@ -37,7 +37,7 @@ def stand_in_failed(url: str, exc: OSError) -> str:
         port = urlsplit(url).port
         message += (
             f"\nSomething already listens on port {port}: most likely a stand-in started by hand "
-            f"(python examples/asset_service.py) or an earlier `make demo` still running. The demo "
+            f"(.venv/bin/python examples/asset_service.py) or an earlier `make demo` still running. The demo "
             f"needs its own stand-in to see the callback: stop that process (`lsof -i :{port}` or "
             f"`ss -ltnp 'sport = :{port}'` shows it), or set callback.url to a free port, then run "
             "`make demo` again."

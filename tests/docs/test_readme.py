@@ -31,7 +31,9 @@ def test_the_readme_is_a_short_entry():
 
 def test_the_deploying_page_covers_the_three_paths():
     deploying = section(DOCS["deploying.md"], "## Deploying")
-    for heading in ("### Container image", "### Kubernetes", "### systemd", "### Rolling updates", "### TLS and network placement"):
+    for heading in (
+        "### Container image", "### Kubernetes", "### systemd", "### Rolling updates", "### TLS and network placement",
+    ):
         assert heading in deploying, heading
 
 
@@ -49,7 +51,8 @@ def test_every_model_file_has_a_download_command():
     files = re.findall(r"^   \| `([^`]+\.safetensors)` \| `(\w+)/` \|", recipe, re.M)
     assert len(files) == 4
     for name, folder in files:
-        assert re.search(rf"-o \$M/{folder}/{re.escape(name)} \\\n\s+https://huggingface\.co/\S+/resolve/main/\S*{re.escape(name)}\n", recipe), name
+        command = rf"-o \$M/{folder}/{re.escape(name)} \\\n\s+https://huggingface\.co/\S+/resolve/main/\S*{re.escape(name)}\n"
+        assert re.search(command, recipe), name
 
 
 def test_the_pid_pattern_matches_what_make_run_starts():
