@@ -62,3 +62,8 @@ def test_the_pid_pattern_matches_what_make_run_starts():
     command_line = recipe.replace("$(BIN)", ".venv/bin").replace("$(CONFIG)", config)
     for pattern in re.findall(r"pgrep -f '([^']+)'", README):
         assert pattern in command_line, pattern
+
+
+def test_the_laptop_torch_is_the_cpu_build_of_the_pinned_version():
+    (pin,) = re.findall(r"^torch==(\S+)", (REPO / "constraints.txt").read_text(), re.M)
+    assert f"pip install torch=={pin} --index-url https://download.pytorch.org/whl/cpu" in README
