@@ -32,7 +32,11 @@ def test_worker_runs_in_its_own_process_group_and_session(node):
 
 def test_ipc_endpoint_lives_in_a_private_directory(node):
     worker = node.worker_pid()
-    sockets = [line for line in Path(f"/proc/{worker}/net/unix").read_text().splitlines() if "gpusrv-" in line]
+    # /proc/PID/net/unix lists every Unix socket of the network namespace: this node's
+    # runtime directory is named after its supervisor's pid (other nodes may run beside it).
+    sockets = [
+        line for line in Path(f"/proc/{worker}/net/unix").read_text().splitlines() if f"gpusrv-{node.pid}-" in line
+    ]
     assert sockets, "the worker is not connected over a Unix socket in the runtime directory"
     path = Path(sockets[0].split()[-1])
     mode = stat.S_IMODE(path.parent.stat().st_mode)
