@@ -71,6 +71,7 @@ bench: install-dev
 	$(BIN)/python bench/bench_tryon.py
 	$(BIN)/python bench/recycle_overlap.py
 	$(BIN)/python bench/hostile_uploads.py
+	$(BIN)/python bench/gpu_duty.py --model-s 1 --jobs 8 --warmup 2
 
 # Wheels for an offline GPU host (Python 3.12, x86-64, with its own CUDA torch and torchvision):
 # the project and every other dependency of the node, ComfyUI's engine and bench/qwen_gpu.py,

@@ -1,9 +1,12 @@
 """Backends and how a job runs on one: pure, no sockets, testable on its own.
 
-A backend is a class with `load()` and `run(inputs, cancelled) -> JobOutput`, chosen by
-name (`reference`, `comfyui`) or by import path (`package.module:Class`). The engine
-maps whatever a backend raises onto the contract's error codes, so a bug or an
-out-of-memory costs one job, never the process.
+A backend is a class with `load()` and either three stages, `prepare(inputs, cancelled)`
+(decode: CPU), `model(prepared, cancelled)` (the model: the GPU) and `finish(modelled)`
+(resize, encode: CPU) -> JobOutput, which the worker runs overlapped (one job in each), or
+one `run(inputs, cancelled) -> JobOutput`, all of it then the model stage. It is chosen by
+name (`reference`, `comfyui`) or by import path (`package.module:Class`). The engine maps
+whatever a backend raises onto the contract's error codes, so a bug or an out-of-memory
+costs one job, never the process.
 """
 
 from __future__ import annotations
@@ -96,7 +99,19 @@ class Backend(Protocol):
         """Load the model once; raise to report that the worker cannot start."""
 
     def run(self, inputs: JobInputs, cancelled: threading.Event) -> JobOutput:
-        """Run one job; check `cancelled` between steps and raise JobCancelled."""
+        """Run one job; check `cancelled` between steps and raise JobCancelled. (Not needed
+        where the backend has the three stages below.)"""
+
+    def prepare(self, inputs: JobInputs, cancelled: threading.Event) -> Any:
+        """The CPU work before the model (decoding), off the GPU's time: what `model` needs.
+        Runs on its own thread while another job is in `model` (optional, with the two below)."""
+
+    def model(self, prepared: Any, cancelled: threading.Event) -> Any:
+        """The model alone (the GPU's time): what `finish` needs. Progress is reported here."""
+
+    def finish(self, modelled: Any) -> JobOutput:
+        """The CPU work after the model (resize to the promised size, encode), on its own
+        thread while the next job is in `model`."""
 
     def free_memory(self) -> None:
         """Release cached memory after an out-of-memory (optional)."""
@@ -107,6 +122,15 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """At the worker's exit, and after a load that failed: remove what it made (optional)."""
+
+
+class StagedRun:
+    """A base for a backend with the three stages: `run` as the three in a row, for a caller
+    that wants a job done in one call (tests, tools). A subclass that overrides `run` is run
+    by it, whole, as the model stage: its override is what it means."""
+
+    def run(self, inputs: JobInputs, cancelled: threading.Event) -> JobOutput:
+        return self.finish(self.model(self.prepare(inputs, cancelled), cancelled))  # type: ignore[attr-defined]
 
 
 class BackendNotFound(Exception):
@@ -140,6 +164,20 @@ class Outcome(NamedTuple):
     error: JobError | None
 
 
+STAGES = ("prepare", "model", "finish")
+
+
+class Staged(NamedTuple):
+    """A job between two stages: what the last one made, or how it failed (then no later
+    stage runs), and how long each stage so far took (ms)."""
+
+    inputs: JobInputs
+    value: Any
+    error: JobError | None
+    prepare_ms: float = 0.0
+    model_ms: float = 0.0
+
+
 class Engine:
     """A loaded backend plus the rules every job follows."""
 
@@ -171,21 +209,63 @@ class Engine:
             info = info._replace(model_version=model_version)
         return cls(backend, info, time.perf_counter() - started)
 
+    @property
+    def staged(self) -> bool:
+        """The backend has the three stages; otherwise all of `run` is the model stage."""
+        run = getattr(type(self.backend), "run", StagedRun.run)
+        return run is StagedRun.run and all(callable(getattr(self.backend, name, None)) for name in STAGES)
+
     def run(self, inputs: JobInputs, cancelled: threading.Event) -> Outcome:
-        """Never raises: a bug, a bad output or an out-of-memory costs this job only."""
+        """The three stages one after the other. Never raises."""
+        return self.finish(self.model(self.prepare(inputs, cancelled), cancelled))
+
+    def prepare(self, inputs: JobInputs, cancelled: threading.Event) -> Staged:
+        """Never raises: a bug, a bad input or an out-of-memory costs this job only."""
         if cancelled.is_set():
-            return Outcome(None, JobCancelled("cancelled before it started"))
+            return Staged(inputs, None, JobCancelled("cancelled before it started"))
+        if not self.staged:
+            return Staged(inputs, inputs, None)
+        started = time.perf_counter()
+        value, error = self._guarded(self.backend.prepare, inputs, cancelled)
+        # Its images are decoded (or failed): the encoded bytes need not live on with it.
+        lean = inputs._replace(person_image=b"", garment_image=b"")
+        return Staged(lean, value, error, prepare_ms=(time.perf_counter() - started) * 1000)
+
+    def model(self, prepared: Staged, cancelled: threading.Event) -> Staged:
+        if prepared.error is not None:
+            return prepared
+        if cancelled.is_set():
+            return prepared._replace(value=None, error=JobCancelled("cancelled before its model stage"))
+        started = time.perf_counter()
+        if self.staged:
+            value, error = self._guarded(self.backend.model, prepared.value, cancelled)
+        else:
+            value, error = self._guarded(lambda i, c: checked_output(self.backend.run(i, c)), prepared.value, cancelled)
+        return prepared._replace(value=value, error=error, model_ms=(time.perf_counter() - started) * 1000)
+
+    def finish(self, modelled: Staged) -> Outcome:
+        """The job's output, or how it failed; `finish_ms` is the finish stage's own time."""
+        if modelled.error is not None:
+            return Outcome(None, modelled.error)
+        if not self.staged:
+            return Outcome(modelled.value, None)
+        output, error = self._guarded(lambda value, _: checked_output(self.backend.finish(value)), modelled.value, None)
+        if output is not None:  # the model stage's time, as the engine measured it
+            output = output._replace(inference_ms=modelled.model_ms)
+        return Outcome(output, error)
+
+    def _guarded(self, stage: Any, value: Any, cancelled: threading.Event | None) -> tuple[Any, JobError | None]:
         try:
-            return Outcome(checked_output(self.backend.run(inputs, cancelled)), None)
+            return stage(value, cancelled), None
         except JobError as exc:
             if exc.code not in WORKER_ERROR_CODES:
-                return Outcome(None, JobError("backend_error", f"{exc.code}: {exc.message}"))
-            return Outcome(None, exc)
+                return None, JobError("backend_error", f"{exc.code}: {exc.message}")
+            return None, exc
         except Exception as exc:
             if is_out_of_memory(exc):
                 self._free_memory()
-                return Outcome(None, JobError("out_of_memory", f"out of memory: {exc}"))
-            return Outcome(None, JobError("backend_error", f"{type(exc).__name__}: {exc}"))
+                return None, JobError("out_of_memory", f"out of memory: {exc}")
+            return None, JobError("backend_error", f"{type(exc).__name__}: {exc}")
 
     def release(self) -> None:
         """Between jobs: what the backend releases then (optional; best effort)."""

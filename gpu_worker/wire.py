@@ -41,22 +41,28 @@ def ready(engine: Engine) -> Ready:
     )
 
 
-def outcome_frames(job_id: str, outcome: Outcome) -> list[Any]:
+def outcome_frames(
+    job_id: str, outcome: Outcome, prepare_ms: float | None = None, finish_ms: float | None = None
+) -> list[Any]:
     """The frames that end a job: its result with the image (zero-copy), or its failure."""
     if outcome.output is not None:
         out = outcome.output
         result = JobSucceeded(
             job_id=job_id, content_type=out.content_type, width=out.width, height=out.height,
             inference_ms=out.inference_ms, decode_ms=out.decode_ms, encode_ms=out.encode_ms,
+            prepare_ms=prepare_ms or 0.0, finish_ms=finish_ms or 0.0,
         )
         return codec.encode(result, out.image)
     error = outcome.error
     assert error is not None
-    return failure_frames(job_id, error.code, error.message)
+    return failure_frames(job_id, error.code, error.message, prepare_ms=prepare_ms, finish_ms=finish_ms)
 
 
-def failure_frames(job_id: str, code: str, message: str) -> list[Any]:
-    return codec.encode(JobFailed(job_id=job_id, error_code=code, message=message))
+def failure_frames(
+    job_id: str, code: str, message: str, prepare_ms: float | None = None, finish_ms: float | None = None
+) -> list[Any]:
+    return codec.encode(JobFailed(job_id=job_id, error_code=code, message=message, prepare_ms=prepare_ms,
+                                  finish_ms=finish_ms))
 
 
 def progress_frames(job_id: str, step: int, total: int) -> list[Any]:

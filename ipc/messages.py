@@ -13,8 +13,9 @@ import msgspec
 
 # Bumped whenever a message changes shape. The worker sends it in Hello and the
 # supervisor refuses a worker that speaks another version. (2: Heartbeat carries nothing;
-# 3: JobProgress; 4: RunJob.output_size; 5: Ready's engine_options and gpu_compute_capability.)
-PROTOCOL_VERSION = 5
+# 3: JobProgress; 4: RunJob.output_size; 5: Ready's engine_options and gpu_compute_capability;
+# 6: JobPrepared, ModelStarted and ModelDone, the stages' times in a result, several jobs in a worker.)
+PROTOCOL_VERSION = 6
 
 
 class Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=True):
@@ -63,6 +64,29 @@ class JobProgress(Message, tag="progress"):
     total: int
 
 
+class JobPrepared(Message, tag="prepared"):
+    """The job's prepare stage (decoding) is done in `prepare_ms`; it waits for the model stage."""
+
+    job_id: str
+    prepare_ms: float = 0.0
+
+
+class ModelStarted(Message, tag="model_started"):
+    """The job entered the model stage (the GPU's). From here the model stage's timeout
+    runs; the job can be cancelled until ModelDone."""
+
+    job_id: str
+
+
+class ModelDone(Message, tag="model_done"):
+    """The job's model stage is over (the GPU is free for the next job); its finish stage
+    (resize, encode) follows and ends with the job's result. A job whose model stage fails
+    sends no ModelDone: its JobFailed ends it."""
+
+    job_id: str
+    inference_ms: float
+
+
 class JobSucceeded(Message, tag="result"):
     """Followed by one frame: the encoded output image."""
 
@@ -74,6 +98,9 @@ class JobSucceeded(Message, tag="result"):
     inference_ms: float
     decode_ms: float = 0.0
     encode_ms: float = 0.0
+    # The stages before and after the model (0 for a backend without separate stages).
+    prepare_ms: float = 0.0
+    finish_ms: float = 0.0
 
 
 class JobFailed(Message, tag="failed"):
@@ -81,6 +108,8 @@ class JobFailed(Message, tag="failed"):
     error_code: str
     message: str
     inference_ms: float | None = None
+    prepare_ms: float | None = None
+    finish_ms: float | None = None
 
 
 # --- supervisor -> worker ---------------------------------------------------------
@@ -108,7 +137,10 @@ class Shutdown(Message, tag="shutdown"):
     pass
 
 
-WorkerMessage = Union[Hello, Ready, StartupFailed, Heartbeat, JobProgress, JobSucceeded, JobFailed]
+WorkerMessage = Union[
+    Hello, Ready, StartupFailed, Heartbeat, JobProgress, JobPrepared, ModelStarted, ModelDone, JobSucceeded,
+    JobFailed,
+]
 SupervisorMessage = Union[RunJob, CancelJob, Shutdown]
 
 

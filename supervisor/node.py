@@ -88,6 +88,8 @@ class Node:
             self.scheduler, self.worker, self.callbacks, self.metrics, cfg.model.version,
             cfg.worker.retry_crashed_jobs, self.job_events,
         )
+        self.worker.on_model_started = self.dispatcher.model_started
+        self.dispatcher.on_fatal = self._fatal
         self.admission = Admission(
             cfg, self.jobs, self.scheduler, self.metrics, self.readiness, self.dispatcher.wake, self.spool.holds
         )

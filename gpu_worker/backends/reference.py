@@ -4,23 +4,26 @@ NOT a try-on model. It pastes the garment onto the person image and feathers the
 deterministically from the seed, so that everything around a model (decoding, devices,
 steps, cancellation, timings, encoding) is exercised on a laptop CPU or a GPU:
 
-1. decode both images, upright (EXIF orientation applied), at full size (a corrupt input
-   fails the job as `invalid_input`);
-2. cut the garment from its background (distance to the garment's corner colour);
+1. (prepare) decode both images, upright (EXIF orientation applied), at full size (a corrupt
+   input fails the job as `invalid_input`);
+2. (model, to 4) cut the garment from its background (distance to the garment's corner colour);
 3. scale and place it on the torso area; size and offset jitter with the seed;
 4. `steps` passes of a 5x5 Gaussian over the mask, each re-blending the image, so the
    work, and the time a job takes, grow with `steps`; cancellation is checked between
    passes, and each pass is reported as a step (`progress`);
-5. encode in the requested format.
+5. (finish) resize to the promised size and encode in the requested format.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Any, NamedTuple
 
 from gpu_worker import imaging, progress
-from gpu_worker.engine import BackendContext, JobCancelled, JobError, JobInputs, JobOutput, LoadInfo, compute_capability
+from gpu_worker.engine import (
+    BackendContext, JobCancelled, JobError, JobInputs, JobOutput, LoadInfo, StagedRun, compute_capability,
+)
 from ipc.jsonlog import EventLog
 
 events = EventLog("gpu_worker.reference")
@@ -29,7 +32,22 @@ VERSION = "1"
 DEFAULT_STEPS = 8
 
 
-class ReferenceBackend:
+class _Prepared(NamedTuple):
+    inputs: JobInputs
+    person: imaging.Decoded
+    garment: imaging.Decoded
+    decode_ms: float
+
+
+class _Modelled(NamedTuple):
+    inputs: JobInputs  # without its images
+    person: imaging.Decoded  # its upright size, without its pixels
+    pixels: Any  # HxWx3 uint8 (numpy), on the CPU
+    inference_ms: float
+    decode_ms: float
+
+
+class ReferenceBackend(StagedRun):
     def __init__(self, context: BackendContext) -> None:
         self.context = context
         self.default_steps = int(context.settings.get("default_steps", DEFAULT_STEPS))
@@ -66,38 +84,52 @@ class ReferenceBackend:
         if self.torch is not None and self.device is not None and self.device.type == "cuda":
             self.torch.cuda.empty_cache()
 
-    def run(self, inputs: JobInputs, cancelled: threading.Event) -> JobOutput:
-        torch = self.torch
-        steps = inputs.steps or self.default_steps
+    # Three stages (engine.py): decode, the torch loop, resize and encode; the worker runs
+    # them overlapped, one job in each.
+
+    def prepare(self, inputs: JobInputs, cancelled: threading.Event) -> _Prepared:
         t0 = time.perf_counter()
         # Upright, at full size: a development stand-in whose pixels tests check exactly
         # (the comfyui backend scales large inputs down; this one keeps them as they are).
         person = imaging.decode(inputs.person_image, "person_image", self.context.max_pixels)
         garment = imaging.decode(inputs.garment_image, "garment_image", self.context.max_pixels)
-        t1 = time.perf_counter()
+        decode_ms = (time.perf_counter() - t0) * 1000
         events.info("inputs_decoded", job_id=inputs.job_id, person_image=person.describe(),
-                    garment_image=garment.describe(), decode_ms=round((t1 - t0) * 1000, 1))
+                    garment_image=garment.describe(), decode_ms=round(decode_ms, 1))
+        # The encoded bytes are not needed from here on: they go now, not after the finish stage.
+        return _Prepared(inputs._replace(person_image=b"", garment_image=b""), person, garment, decode_ms)
+
+    def model(self, prepared: _Prepared, cancelled: threading.Event) -> _Modelled:
+        torch = self.torch
+        inputs = prepared.inputs
+        steps = inputs.steps or self.default_steps
+        t1 = time.perf_counter()
         with torch.inference_mode():
-            person_t = self._to_tensor(person.image)
-            garment_t = self._to_tensor(garment.image)
+            person_t = self._to_tensor(prepared.person.image)
+            garment_t = self._to_tensor(prepared.garment.image)
             generator = torch.Generator().manual_seed(inputs.seed)
             result = self._composite(person_t, garment_t, generator, steps, cancelled)
             pixels = result.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        t2 = time.perf_counter()
+        # Only what the finish stage needs: the decoded inputs go before it allocates its own.
+        return _Modelled(inputs, prepared.person._replace(image=None), pixels, (time.perf_counter() - t1) * 1000,
+                         prepared.decode_ms)
+
+    def finish(self, modelled: _Modelled) -> JobOutput:
         from PIL import Image
 
+        t2 = time.perf_counter()
+        inputs = modelled.inputs
         # Made at the upright person's size, so `person` and `model` sizes are the same here.
-        output = imaging.sized_output(Image.fromarray(pixels), person, inputs.output_size)
+        output = imaging.sized_output(Image.fromarray(modelled.pixels), modelled.person, inputs.output_size)
         data, content_type = imaging.encode(output, inputs.output_format)
-        t3 = time.perf_counter()
         return JobOutput(
             image=data,
             content_type=content_type,
             width=output.width,
             height=output.height,
-            inference_ms=(t2 - t1) * 1000,
-            decode_ms=(t1 - t0) * 1000,
-            encode_ms=(t3 - t2) * 1000,
+            inference_ms=modelled.inference_ms,
+            decode_ms=modelled.decode_ms,
+            encode_ms=(time.perf_counter() - t2) * 1000,
         )
 
     def _to_tensor(self, image):

@@ -88,7 +88,10 @@ class WorkerConfig(Section):
     ] = "reference"
     device: Annotated[str, Meta(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")] = "auto"
     startup_timeout_s: Seconds = 600.0
+    # The model stage of a job, counted from its start (a job prepared and waiting spends none).
     inference_timeout_s: Seconds = 600.0
+    # A job's prepare (decode) and finish (resize, encode) stages, each.
+    stage_timeout_s: Seconds = 120.0
     heartbeat_interval_s: Seconds = 1.0
     heartbeat_timeout_s: Seconds = 30.0
     max_backoff_s: Seconds = 60.0

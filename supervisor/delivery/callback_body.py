@@ -36,6 +36,8 @@ async def build_body(job: Job, node_id: str) -> Body:
         "inference_time_ms": str(timings["inference"] or 0),
         "queue_time_ms": str(timings["queue"] or 0),
         "total_time_ms": str(timings["total"] or 0),
+        "prepare_time_ms": str(timings["prepare"] or 0),
+        "finish_time_ms": str(timings["finish"] or 0),
     }
     if not result.ok:
         fields["error_code"] = result.error_code or ""

@@ -13,12 +13,15 @@ from ipc.jsonlog import EventLog
 from supervisor.delivery.callback import CallbackSender
 from supervisor.jobs.dispatcher import CANCELLED, Dispatcher
 from supervisor.http.errors import ApiError
-from supervisor.jobs.job import Job, JobState, JobStore, progress_body, rfc3339
+from supervisor.jobs.job import Job, JobStore, progress_body, rfc3339
 from supervisor.delivery.loop import SpooledJob
 from supervisor.jobs.scheduler import Scheduler
 from supervisor.worker.shell import WorkerSupervisor
 
 events = EventLog("supervisor.jobs")
+# How long DELETE waits for the worker's answer to a cancel before the model stage (it comes
+# at once): the answer then tells `cancelled`, not `queued`.
+PROMPT_CANCEL_S = 2.0
 
 
 def describe(job: Job | SpooledJob) -> dict[str, Any]:
@@ -41,7 +44,8 @@ def describe(job: Job | SpooledJob) -> dict[str, Any]:
         "error_code": error_code,
         "error_message": error_message,
         "created_at": rfc3339(created_at),
-        "timings_ms": {key: timings.get(key) for key in ("queue", "inference", "total")},
+        "timings_ms": {key: timings.get(key) for key in ("queue", "prepare", "inference", "finish", "total")},
+        "stage": None if isinstance(job, SpooledJob) else job.stage,
         "started_at": rfc3339(started_at) if started_at is not None else None,
         "progress": progress_body(progress),
         "callback": {
@@ -74,20 +78,26 @@ class JobsApi:
         return job
 
     async def cancel(self, job_id: str) -> Job:
-        """End a queued job now, or have the worker stop a running one at its backend's
-        next step; either way the callback says `cancelled`. 409 once it has finished."""
+        """End a queued job now, or have the worker stop one in its prepare or model stage at
+        its backend's next step; either way the callback says `cancelled`. 409 once it is past
+        its model stage or has finished."""
         job = self.find(job_id)
         if isinstance(job, SpooledJob) or job.finished:
             state = job.record.state if isinstance(job, SpooledJob) else job.state.value
             raise ApiError(409, "not_cancellable", f"job {job_id} has already finished ({state})")
+        if job.past_model:
+            raise ApiError(409, "not_cancellable", f"job {job_id} is past its model stage (finishing)")
         job.cancel_requested = True  # never run again, whatever ends its current run
-        if self.scheduler.remove_pending(job):
+        if not job.handed and self.scheduler.remove_pending(job):
             events.info("job_cancelled", job_id=job_id, was="queued")
             self.dispatcher.complete(job, CANCELLED)
         elif await self.worker.cancel(job_id):
-            # Running, or being handed over: the worker ends it with its own `cancelled`.
-            events.info("job_cancel_requested", job_id=job_id)
-        elif self.scheduler.current is job and job.state is JobState.QUEUED:
+            # In its prepare or model stage: the worker ends it with its own `cancelled`; before
+            # its model stage at once (whatever a decode is doing), so the answer can say so.
+            events.info("job_cancel_requested", job_id=job_id, stage=job.stage)
+            if job.stage != "model":
+                await self.dispatcher.settled(job, PROMPT_CANCEL_S)
+        elif self.scheduler.current is job and not job.handed:
             # Holds the slot but never reached the worker (it waits for a ready one).
             events.info("job_cancelled", job_id=job_id, was="waiting for the worker")
             self.dispatcher.complete(job, CANCELLED)

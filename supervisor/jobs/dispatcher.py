@@ -1,23 +1,29 @@
-"""Moves admitted jobs onto the worker, one at a time, and records how each one ended.
+"""Moves admitted jobs onto the worker and records how each one ended.
 
-The dispatcher is the only place that ends the job holding the GPU slot, so a job can
-neither be ended twice nor forgotten, whatever happens meanwhile (a worker death, a
-drain deadline).
+The job holding the GPU slot is handed over first; once it is in its model stage, the job
+first in line is handed over too, to be prepared meanwhile (with `queue.max_pending` >= 1).
+The slot is freed when a job's model stage is over, while that job still finishes in the
+worker, so the next job takes the GPU at once. Each job handed over is followed to its end
+by a task of its own. The dispatcher is the only place that ends a job, so a job can
+neither be ended twice nor forgotten, whatever happens meanwhile (a worker death, a drain
+deadline).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Callable
 
 from ipc.jsonlog import EventLog
 from supervisor.delivery.callback import CallbackSender
 from supervisor.delivery.events import EventSender
-from supervisor.jobs.job import Job, JobResult, JobState
+from supervisor.jobs.job import Job, JobResult
 from supervisor.metrics.registry import Metrics
 from supervisor.worker.reasons import KillReason
 from supervisor.jobs.scheduler import Scheduler
-from supervisor.worker.shell import WorkerSupervisor, WorkerUnavailable
+from supervisor.tasks import watched
+from supervisor.worker.shell import Handover, WorkerSupervisor, WorkerUnavailable
 
 events = EventLog("supervisor.dispatcher")
 CANCELLED = JobResult.failure("cancelled", "cancelled on request (DELETE /jobs)")
@@ -48,6 +54,11 @@ class Dispatcher:
         self._idle.set()
         self._aborted = asyncio.Event()
         self._abort_result: JobResult | None = None
+        self._in_flight: set[Job] = set()  # on the worker, in any stage, until they end
+        self._followers: dict[Job, asyncio.Task] = {}  # of each job on the worker
+        self._handovers: dict[Job, Handover] = {}  # of each job in flight
+        # Called if a job's follower dies of a bug: the node cannot go on (set by the node).
+        self.on_fatal: Callable[[str], None] = lambda why: None
 
     def wake(self) -> None:
         """A job was admitted."""
@@ -55,30 +66,43 @@ class Dispatcher:
         self._wakeup.set()
 
     async def wait_idle(self) -> None:
-        """Until no job runs or waits."""
+        """Until no job runs or waits anywhere: in the queue, in any stage of the worker."""
         await self._idle.wait()
 
     def abort_current(self, result: JobResult, reason: KillReason) -> None:
-        """End the job holding the slot with `result`, now, wherever it stands; the node
-        takes no job after this (used at a drain deadline, after the queue was emptied).
-        `reason`: why its worker is killed (the drain's end, a QUIT)."""
+        """End every job on the worker and the one holding the slot with `result`, now,
+        wherever they stand; the node takes no job after this (used at a drain deadline,
+        after the queue was emptied). `reason`: why its worker is killed (the drain's end, a QUIT)."""
         self._abort_result = result
         self._aborted.set()
-        # A job on the worker ends when the worker dies: its future resolves with `result`.
+        # The jobs on the worker end when it dies: their futures resolve with `result`.
         self.worker.abort(result, "the node is stopping", reason)
+
+    async def settled(self, job: Job, timeout_s: float) -> None:
+        """Until `job`'s run on the worker is over (it ended, or went back in line), for at
+        most `timeout_s`."""
+        follower = self._followers.get(job)
+        if follower is not None:
+            await asyncio.wait({follower}, timeout=timeout_s)
+
+    def model_started(self, job: Job) -> None:
+        """`job` entered its model stage (the worker said so): the next one may be prepared."""
+        if self.job_events is not None:
+            self.job_events.started(job)
+        self._wakeup.set()
 
     async def run(self) -> None:
         while True:
-            job = self.scheduler.current
-            if job is None or job.state is not JobState.QUEUED:
-                # No await between the check and the wait: a wake() cannot be missed.
+            job = self._next_to_hand()
+            if job is None:
+                # No await between the check and the wait: a wake cannot be missed.
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            ready = await self._until_worker_ready()
-            if job.finished:
-                continue  # cancelled while it waited for a worker; the slot went on
-            if not ready:
+            accepting = await self._until_worker_accepts()
+            if job is not self._next_to_hand():
+                continue  # cancelled, ended or moved while it waited for the worker
+            if not accepting:
                 assert self._abort_result is not None
                 self.complete(job, self._abort_result)
                 continue
@@ -88,24 +112,57 @@ class Dispatcher:
             try:
                 handover = await self.worker.start_job(job)
             except WorkerUnavailable:
-                continue  # never reached the worker: still first in line for the next one
+                continue  # never reached the worker: still in its place for the next try
             now = time.monotonic()
             # The version of the worker that runs it (around a recycle, old and new differ).
-            job.mark_dispatched(now, handover.model_version or self._model_version())
-            if job.attempts == 1:
-                self.metrics.job_queue.observe(now - job.accepted_mono)
+            job.mark_handed(now, handover.model_version or self._model_version())
+            self._in_flight.add(job)
+            self._handovers[job] = handover
             events.info(
                 "job_dispatched", job_id=job.job_id, attempt=job.attempts, worker_pid=handover.pid,
                 model_version=job.model_version, queue_ms=round((now - job.accepted_mono) * 1000, 1),
+                holds_slot=self.scheduler.current is job,
             )
-            if self.job_events is not None:
-                self.job_events.started(job)
-            result = await handover.outcome
-            if job.cancel_requested and result.error_code == "worker_crashed":
-                result = CANCELLED  # the cancel was answered 202; the crash only came first
-            if self._runs_again(job, result):
-                continue
-            self.complete(job, result)
+            follower = watched(self._follow(job, handover), f"job-{job.job_id}", lambda why: self.on_fatal(why))
+            self._followers[job] = follower  # held: the loop keeps only a weak reference
+            follower.add_done_callback(lambda _, job=job: self._followers.pop(job, None))
+
+    def _next_to_hand(self) -> Job | None:
+        """The slot's job, until it is on the worker; then, once it is in its model stage,
+        the job first in line, to be prepared meanwhile."""
+        slot = self.scheduler.current
+        if slot is None:
+            return None
+        if not slot.handed:
+            return None if slot.finished else slot
+        waiting = self.scheduler.next_pending
+        if slot.stage == "model" and waiting is not None and not waiting.handed and not waiting.finished:
+            return waiting
+        return None
+
+    async def _follow(self, job: Job, handover: Handover) -> None:
+        """One job on the worker, to its end: the slot goes on when its model stage is over."""
+        await asyncio.wait({handover.model_done, handover.outcome}, return_when=asyncio.FIRST_COMPLETED)
+        if handover.model_done.done() and self.scheduler.current is job:
+            self.scheduler.finish(job, handover.model_done.result() / 1000)
+            self._wakeup.set()
+        result = await handover.outcome
+        self._in_flight.discard(job)
+        self._handovers.pop(job, None)
+        if job.cancel_requested and result.error_code == "worker_crashed":
+            result = CANCELLED  # the cancel was answered 202; the crash only came first
+        if self._runs_again(job, result):
+            if self.scheduler.current is not job and not self.scheduler.waiting(job):
+                # It was finishing: back ahead of the queue, and ahead of the slot's job if
+                # that one came later and the same crash ended its run too.
+                current = self.scheduler.current
+                crashed_too = current is not None and (
+                    not current.handed or (other := self._handovers.get(current)) is not None and other.outcome.done()
+                )
+                self.scheduler.requeue(job, displace=crashed_too)
+            self._wakeup.set()
+            return
+        self.complete(job, result)
 
     def _runs_again(self, job: Job, result: JobResult) -> bool:
         """A crash that may not be the job's fault gets one more run, where configured.
@@ -121,12 +178,12 @@ class Dispatcher:
         events.warning("job_retrying", job_id=job.job_id, attempt=job.attempts, error=result.error_message)
         return True
 
-    async def _until_worker_ready(self) -> bool:
-        """True once the worker can take a job; False if the node aborts meanwhile."""
+    async def _until_worker_accepts(self) -> bool:
+        """True once the worker would take a job; False if the node aborts meanwhile."""
         if self._aborted.is_set():
             return False
         waiters = {
-            asyncio.ensure_future(self.worker.wait_ready()),
+            asyncio.ensure_future(self.worker.wait_accepting()),
             asyncio.ensure_future(self._aborted.wait()),
         }
         _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -135,19 +192,25 @@ class Dispatcher:
         return not self._aborted.is_set()
 
     def complete(self, job: Job, result: JobResult) -> None:
-        """Record the end of `job`, free its slot (if it held it) and send its callback."""
+        """Record the end of `job`, free its place (the slot, or in line) and send its callback."""
         now = time.monotonic()
         if job.model_version is None:  # ended before it reached the worker
             job.model_version = self._model_version()
         job.mark_finished(result, now)
-        held_s = now - job.dispatched_mono if job.dispatched_mono is not None else None
+        self._in_flight.discard(job)
         if self.scheduler.current is job:
-            self.scheduler.finish(job, held_s if result.ok else None)
+            self.scheduler.finish(job)
+        else:
+            self.scheduler.remove_pending(job)  # (a job prepared early that failed there, say)
         outcome = "succeeded" if result.ok else (result.error_code or "backend_error")
         self.metrics.jobs.labels(outcome).inc()
         self.metrics.job_total.observe(now - job.accepted_mono)
         if result.inference_ms is not None:
             self.metrics.job_inference.observe(result.inference_ms / 1000)
+        if result.prepare_ms is not None:
+            self.metrics.job_prepare.observe(result.prepare_ms / 1000)
+        if result.finish_ms is not None:
+            self.metrics.job_finish.observe(result.finish_ms / 1000)
         timings = job.timings_ms()
         if result.ok:
             events.info("job_finished", job_id=job.job_id, state=job.state.value, timings_ms=timings)
@@ -159,7 +222,7 @@ class Dispatcher:
         self.callbacks.submit(job)
         if self.job_events is not None:
             self.job_events.forget(job)
-        if self.scheduler.idle:
+        if self.scheduler.idle and not self._in_flight:
             self._idle.set()
         else:
             self._wakeup.set()

@@ -52,14 +52,21 @@ class JobResult:
     image: bytes | None = None
     content_type: str | None = None
     inference_ms: float | None = None
+    # The worker's stages before and after the model (0 for a backend without them).
+    prepare_ms: float | None = None
+    finish_ms: float | None = None
 
     @property
     def ok(self) -> bool:
         return self.error_code is None
 
     @classmethod
-    def failure(cls, code: str, message: str, inference_ms: float | None = None) -> JobResult:
-        return cls(error_code=code, error_message=message, inference_ms=inference_ms)
+    def failure(
+        cls, code: str, message: str, inference_ms: float | None = None,
+        prepare_ms: float | None = None, finish_ms: float | None = None,
+    ) -> JobResult:
+        return cls(error_code=code, error_message=message, inference_ms=inference_ms, prepare_ms=prepare_ms,
+                   finish_ms=finish_ms)
 
 
 def rfc3339(unix_s: float) -> str:
@@ -93,11 +100,18 @@ class Job:
     # One id for every delivery attempt of this job's result (at-least-once delivery).
     webhook_id: str = field(default_factory=lambda: f"msg_{uuid.uuid4().hex}")
     state: JobState = JobState.QUEUED
-    dispatched_mono: float | None = None
+    # When its first run entered the model stage: the end of its queue time.
+    model_started_mono: float | None = None
     # When its current (or last) run was handed to a worker; and how far that run got:
     # (step, total) of the model's own loop, None until its first step.
     started_mono: float | None = None
     progress: tuple[int, int] | None = None
+    # Its current run's way through the worker: handed over (prepare), prepared and waiting
+    # (`prepare_ms` known), in the model, past it (finish). None while not on a worker.
+    stage: Literal["queued", "prepare", "model", "finish"] | None = "queued"
+    prepare_ms: float | None = None
+    in_model_mono: float | None = None  # when its current run's model stage began
+    model_done_mono: float | None = None  # when its current run's model stage ended
     finished_mono: float | None = None
     model_version: str | None = None
     result: JobResult | None = None
@@ -113,14 +127,35 @@ class Job:
     def finished(self) -> bool:
         return self.state in FINISHED
 
-    def mark_dispatched(self, now: float, model_version: str | None) -> None:
-        self.state = JobState.RUNNING
+    @property
+    def handed(self) -> bool:
+        """Its current run is on a worker (in any stage)."""
+        return self.started_mono is not None and not self.finished
+
+    @property
+    def past_model(self) -> bool:
+        """Its current run's model stage is over: it only finishes (no cancel from now on)."""
+        return self.model_done_mono is not None
+
+    def mark_handed(self, now: float, model_version: str | None) -> None:
+        """Handed to a worker: its prepare stage begins. Still `queued` until its model stage."""
         self.attempts += 1
-        # The queue time ends at the first handover, also for a job run again.
-        if self.dispatched_mono is None:
-            self.dispatched_mono = now
-        self.started_mono, self.progress = now, None
+        self.started_mono, self.progress, self.stage = now, None, "prepare"
+        self.prepare_ms = self.in_model_mono = self.model_done_mono = None
         self.model_version = model_version
+
+    def mark_prepared(self, prepare_ms: float) -> None:
+        """Decoded, waiting for the model stage: `queued` (and prepared)."""
+        self.prepare_ms, self.stage = prepare_ms, "queued"
+
+    def mark_model_started(self, now: float) -> None:
+        self.state, self.stage, self.in_model_mono = JobState.RUNNING, "model", now
+        # The queue time ends when its first run enters the model, also for a job run again.
+        if self.model_started_mono is None:
+            self.model_started_mono = now
+
+    def mark_model_done(self, now: float, inference_ms: float) -> None:
+        self.stage, self.model_done_mono = "finish", now
 
     def mark_progress(self, step: int, total: int) -> None:
         self.progress = (step, total)
@@ -134,8 +169,9 @@ class Job:
 
     def mark_requeued(self) -> None:
         """Back to waiting for a worker, inputs kept (its worker died under it)."""
-        self.state = JobState.QUEUED
+        self.state, self.stage = JobState.QUEUED, "queued"
         self.started_mono = self.progress = None
+        self.prepare_ms = self.in_model_mono = self.model_done_mono = None
 
     def mark_finished(self, result: JobResult, now: float) -> None:
         if result.ok:
@@ -146,6 +182,7 @@ class Job:
             self.state = JobState.FAILED
         self.result = result
         self.finished_mono = now
+        self.stage = None
         # The inputs are not needed any more; the output stays until delivered.
         self.person_image = self.garment_image = None
 
@@ -154,12 +191,19 @@ class Job:
             self.result = dataclasses.replace(self.result, image=None)
 
     def timings_ms(self) -> dict[str, int | None]:
-        """queue: 202 -> handed to the worker; inference: the model only; total: 202 -> result back."""
-        queue_end = self.dispatched_mono if self.dispatched_mono is not None else self.finished_mono
-        inference = self.result.inference_ms if self.result is not None else None
+        """queue: 202 -> its model stage began (or it ended without); prepare and finish: the
+        worker's stages before and after the model; inference: the model only; total: 202 ->
+        result back."""
+        queue_end = self.model_started_mono if self.model_started_mono is not None else self.finished_mono
+        result = self.result
+        inference = result.inference_ms if result is not None else None
+        prepare = result.prepare_ms if result is not None and result.prepare_ms is not None else self.prepare_ms
+        finish = result.finish_ms if result is not None else None
         return {
             "queue": _ms(self.accepted_mono, queue_end),
+            "prepare": None if prepare is None else round(prepare),
             "inference": None if inference is None else round(inference),
+            "finish": None if finish is None else round(finish),
             "total": _ms(self.accepted_mono, self.finished_mono),
         }
 

@@ -67,10 +67,22 @@ class Metrics:
         )
         self.jobs = Counter(f"{PREFIX}_jobs", "Jobs by outcome", ["outcome"], registry=r)
         self.job_queue = Histogram(
-            f"{PREFIX}_job_queue_seconds", "202 until handed to the worker", buckets=JOB_BUCKETS, registry=r
+            f"{PREFIX}_job_queue_seconds", "202 until the job's model stage began", buckets=JOB_BUCKETS, registry=r
         )
         self.job_inference = Histogram(
             f"{PREFIX}_job_inference_seconds", "Model execution only", buckets=JOB_BUCKETS, registry=r
+        )
+        self.job_prepare = Histogram(
+            f"{PREFIX}_job_prepare_seconds", "The worker's prepare stage (decoding), before the model",
+            buckets=JOB_BUCKETS, registry=r,
+        )
+        self.job_finish = Histogram(
+            f"{PREFIX}_job_finish_seconds", "The worker's finish stage (resize, encode), after the model",
+            buckets=JOB_BUCKETS, registry=r,
+        )
+        # Its rate is the GPU's duty cycle: the share of the time a job was in the model stage.
+        self.model_busy = Counter(
+            f"{PREFIX}_model_busy_seconds", "Time a job spent in the model stage (the GPU's)", registry=r
         )
         self.job_total = Histogram(
             f"{PREFIX}_job_total_seconds", "202 until the result is back", buckets=JOB_BUCKETS, registry=r

@@ -28,8 +28,8 @@ from supervisor.worker.lifecycle.core import Lifecycle
 from supervisor.worker.lifecycle.events import (
     STOP_GRACE_S, AbortAsked, Action, CancelAsked, CancelTimer, CountOverlap, CountRestart, EndJob, Exited, GiveUp,
     JobOffered, Kill, Limits, Log, MeasureMemory, MemoryMeasured, Reconfigured, RecycleAsked, RefuseJob,
-    ReportProgress, ReportReady, ReportState, Send, SendFailed, SendJob, SetTimer, Spawn, SpawnFailed, Spawned,
-    Start, StopAsked, Timer, TimerFired,
+    ReportProgress, ReportReady, ReportStage, ReportState, Send, SendFailed, SendJob, SetTimer, Spawn, SpawnFailed,
+    Spawned, Start, StopAsked, Timer, TimerFired,
 )
 from supervisor.worker.memory_probe import MemoryProbe
 from supervisor.metrics.registry import Metrics
@@ -54,6 +54,9 @@ class Handover(NamedTuple):
     outcome: asyncio.Future  # resolves with the JobResult, also when the worker dies meanwhile
     pid: int | None
     model_version: str | None  # from that worker's Ready: what its callback reports
+    # Resolves (with the model stage's milliseconds) when its model stage is over: the GPU
+    # is free for the next job while this one finishes. Never, for a job that ends before.
+    model_done: asyncio.Future
 
 
 class WorkerSupervisor:
@@ -78,6 +81,8 @@ class WorkerSupervisor:
         self.on_ready: Callable[[Ready], None] | None = None
         # Called when a running job's progress changed (after the job records it).
         self.on_progress: Callable[[Job], None] = lambda job: None
+        # Called when a job enters its model stage (after the job records it).
+        self.on_model_started: Callable[[Job], None] = lambda job: None
         # Called if a background task of this class dies of a bug: the node cannot go on.
         self.on_fatal: Callable[[str], None] = lambda why: None
         # Called once the worker is given up for a crash loop (state FAILED).
@@ -88,7 +93,8 @@ class WorkerSupervisor:
         self._finished = asyncio.Event()
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
-        self._jobs: dict[str, tuple[Job, asyncio.Future]] = {}  # handed over, until they end
+        self._jobs: dict[str, tuple[Job, asyncio.Future, asyncio.Future]] = {}  # handed over, until they end
+        self._accepting = asyncio.Event()  # the core would hand a job offered now to the worker
         self._inbox: deque[Any] = deque()
         self._feeding = False
         self._do = {
@@ -97,6 +103,7 @@ class WorkerSupervisor:
             CancelTimer: self._cancel_timer, ReportState: self._report_state, ReportReady: self._report_ready,
             CountRestart: self._count_restart, MeasureMemory: self._measure, CountOverlap: self._count_overlap,
             GiveUp: self._give_up, Log: self._log, ReportProgress: self._report_progress,
+            ReportStage: self._report_stage,
         }
 
     # --- what the rest of the supervisor reads ------------------------------------
@@ -176,11 +183,18 @@ class WorkerSupervisor:
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
+    async def wait_accepting(self) -> None:
+        """Until a job offered would be handed over: the worker serves, nothing is in its
+        prepare stage, and it is not being replaced."""
+        await self._accepting.wait()
+
     async def start_job(self, job: Job) -> Handover:
         """Hand `job` to the current worker. Raises WorkerUnavailable when the job could not
         be handed over (it is then still the caller's)."""
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._jobs[job.job_id] = (job, future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        model_done: asyncio.Future = loop.create_future()
+        self._jobs[job.job_id] = (job, future, model_done)
         done = [a for a in self._feed(JobOffered(job.job_id)) if getattr(a, "job_id", None) == job.job_id]
         refused = [a for a in done if isinstance(a, RefuseJob)]
         if refused:
@@ -189,11 +203,13 @@ class WorkerSupervisor:
         (sent,) = [a for a in done if isinstance(a, SendJob)]
         gen = self.core.generations.get(sent.gen)
         ready = gen.ready if gen is not None else None
-        return Handover(future, gen.pid if gen is not None else None, ready.model_version if ready else None)
+        return Handover(future, gen.pid if gen is not None else None, ready.model_version if ready else None,
+                        model_done)
 
     async def cancel(self, job_id: str) -> bool:
         """Ask the worker to stop `job_id` at its backend's next step boundary; the job then
-        ends through the usual result (`cancelled`). False if the worker does not hold it."""
+        ends through the usual result (`cancelled`). False if the worker does not hold it,
+        or holds it past its model stage."""
         return any(isinstance(a, Send) for a in self._feed(CancelAsked(job_id)))
 
     # --- the core --------------------------------------------------------------------
@@ -217,6 +233,10 @@ class WorkerSupervisor:
             self._inbox.clear()  # only left over when the core failed: the node is going down
         if self.core.finished:
             self._finished.set()
+        if self.core.accepting:
+            self._accepting.set()
+        else:
+            self._accepting.clear()
         return done
 
     # --- actions ---------------------------------------------------------------------
@@ -253,7 +273,7 @@ class WorkerSupervisor:
         self.channel.send(action.gen, action.message)  # a failure is logged; the worker's exit says the rest
 
     def _send_job(self, action: SendJob) -> None:
-        job, _ = self._jobs[action.job_id]
+        job = self._jobs[action.job_id][0]
         error = self.channel.send(action.gen, *run_job(job))
         if error is not None:
             self._inbox.append(SendFailed(action.gen, action.job_id, error))
@@ -268,6 +288,26 @@ class WorkerSupervisor:
         if entry is not None and not entry[1].done():
             entry[0].mark_progress(action.step, action.total)
             self.on_progress(entry[0])
+
+    def _report_stage(self, action: ReportStage) -> None:
+        entry = self._jobs.get(action.job_id)
+        if entry is None or entry[1].done():
+            return
+        job, _, model_done = entry
+        now = self._clock()
+        if action.stage == "prepared":
+            job.mark_prepared(action.ms)
+        elif action.stage == "model_started":
+            first = job.model_started_mono is None
+            job.mark_model_started(now)
+            if first:
+                self.metrics.job_queue.observe(now - job.accepted_mono)
+            self.on_model_started(job)
+        elif action.stage == "model_done":
+            job.mark_model_done(now, action.ms)
+            self.metrics.model_busy.inc(action.ms / 1000)
+            if not model_done.done():
+                model_done.set_result(action.ms)
 
     def _refuse_job(self, action: RefuseJob) -> None:
         pass  # start_job reads it from what _feed returns

@@ -33,5 +33,8 @@ def job_result(message: JobSucceeded | JobFailed, blobs: Sequence[Any]) -> JobRe
             image=codec.frame_bytes(blobs[0]),
             content_type=message.content_type,
             inference_ms=message.inference_ms,
+            prepare_ms=message.prepare_ms,
+            finish_ms=message.finish_ms,
         )
-    return JobResult.failure(message.error_code, message.message, message.inference_ms)
+    return JobResult.failure(message.error_code, message.message, message.inference_ms, message.prepare_ms,
+                             message.finish_ms)

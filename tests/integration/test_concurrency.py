@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from tests.support.client import long_job_form, submit, tryon_form
-from tests.support.node import NodeProcess
+from tests.support.node import TOKEN, NodeProcess
+from tests.support.waiting import until
 
 
 async def test_twenty_simultaneous_submissions_on_an_idle_node_give_exactly_one_202(node, receiver, http):
@@ -26,9 +27,10 @@ async def test_twenty_simultaneous_submissions_on_an_idle_node_give_exactly_one_
         assert int(headers["Retry-After"]) >= 1
 
     status = node.gpu_status()
-    assert status["busy"] is True and status["current_job_id"] == winner
+    assert status["busy"] is True and status["current_job_id"] == winner  # from the 202 on
+    await until(lambda: node.get(f"/jobs/{winner}", token=TOKEN)[1]["stage"] == "model")
     code, health = node.get("/health")
-    assert code == 200 and health["worker_state"] == "busy"  # busy is still ready
+    assert code == 200 and health["worker_state"] == "busy"  # in the model stage; busy is still ready
 
     (callback,) = await receiver.await_callback(winner)
     assert callback.fields["status"] == "succeeded"

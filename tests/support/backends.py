@@ -45,9 +45,6 @@ class SlowLoad(ReferenceBackend):
         time.sleep(float(self.context.settings.get("load_seconds", 3600)))
         return super().load()
 
-    def run(self, inputs, cancelled: threading.Event):
-        return super().run(inputs, cancelled)
-
 
 class Faulty(ReferenceBackend):
     """The reference backend, misbehaving on request: the job's prompt names the fault.
@@ -58,10 +55,11 @@ class Faulty(ReferenceBackend):
     worker the first time a job id is seen (marker files under `model.custom.marker_dir`),
     and runs it normally the second time, `fault:kill_on_go` waits for a file
     `<marker_dir>/<job_id>.go` (the test's go-ahead), then SIGKILL. Any other prompt: a
-    normal job.
+    normal job. Each fault strikes in the model stage, where a CUDA fault would.
     """
 
-    def run(self, inputs, cancelled: threading.Event):
+    def model(self, prepared, cancelled: threading.Event):
+        inputs = prepared.inputs
         fault = (inputs.prompt or "").removeprefix("fault:") if (inputs.prompt or "").startswith("fault:") else None
         if fault == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
@@ -87,4 +85,17 @@ class Faulty(ReferenceBackend):
             if not marker.exists():
                 marker.touch()
                 os.kill(os.getpid(), signal.SIGKILL)
-        return super().run(inputs, cancelled)
+        return super().model(prepared, cancelled)
+
+
+class HeldFinish(ReferenceBackend):
+    """The reference backend whose finish stage, for a job whose prompt is `hold`, waits for
+    a file `<marker_dir>/<job_id>.go` (the test's go-ahead): a job past its model stage that
+    the test keeps finishing as long as it likes. Any other prompt: a normal job."""
+
+    def finish(self, modelled):
+        if modelled.inputs.prompt == "hold":
+            go = Path(self.context.settings["marker_dir"]) / f"{modelled.inputs.job_id}.go"
+            while not go.exists():
+                time.sleep(0.02)
+        return super().finish(modelled)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ipc.messages import PROTOCOL_VERSION, Heartbeat, Hello, JobFailed, JobSucceeded, Ready, StartupFailed
+from ipc.messages import (
+    PROTOCOL_VERSION, Heartbeat, Hello, JobFailed, JobPrepared, JobSucceeded, ModelDone, ModelStarted, Ready,
+    StartupFailed,
+)
 from supervisor.worker.lifecycle.core import Lifecycle
 from supervisor.worker.lifecycle.events import (
     CancelTimer, EndJob, Exited, JobOffered, Kill, Limits, Log, MemoryMeasured, Received, ReportState, SetTimer,
@@ -78,8 +81,19 @@ class Driver:
         return self
 
     def run_job(self, gen: int, job_id: str) -> list:
+        """Offer `job_id`; the worker `gen` takes it into its model stage at once (its prepare
+        stage took no time): what the offer and the model's start caused."""
         actions = self.feed(JobOffered(job_id))
-        return actions
+        return actions + self.model_started(gen, job_id)
+
+    def prepared(self, gen: int, job_id: str, prepare_ms: float = 1.0) -> list:
+        return self.message(gen, JobPrepared(job_id=job_id, prepare_ms=prepare_ms))
+
+    def model_started(self, gen: int, job_id: str) -> list:
+        return self.message(gen, ModelStarted(job_id=job_id))
+
+    def model_done(self, gen: int, job_id: str, inference_ms: float = 5.0) -> list:
+        return self.message(gen, ModelDone(job_id=job_id, inference_ms=inference_ms))
 
     def succeed(self, gen: int, job_id: str) -> list:
         done = JobSucceeded(job_id=job_id, content_type="image/png", width=1, height=1, inference_ms=5.0)

@@ -45,7 +45,7 @@ from typing import Any
 
 from bench import qwen_shrink, qwen_weights
 from bench.qwen_shrink import CI, Shrink
-from gpu_worker.engine import BackendContext, JobInputs, JobOutput
+from gpu_worker.engine import BackendContext
 from ipc.jsonlog import EventLog
 from tests.support.comfyui import TestComfyUIBackend
 from tests.support.node import REPO
@@ -184,8 +184,9 @@ class QwenTestBackend(TestComfyUIBackend):
     def _warm_up(self) -> None:
         self._counted_run("warmup", super()._warm_up)
 
-    def run(self, inputs: JobInputs, cancelled: threading.Event) -> JobOutput:
-        return self._counted_run(inputs.job_id, lambda: super(QwenTestBackend, self).run(inputs, cancelled))
+    def model(self, prepared, cancelled: threading.Event):
+        # The calls of the model stage (the graph), where the engine's work is.
+        return self._counted_run(prepared.inputs.job_id, lambda: super(QwenTestBackend, self).model(prepared, cancelled))
 
     def _counted_run(self, job_id: str, run):
         before = self.calls.snapshot()

@@ -19,7 +19,9 @@ from typing import Any
 import zmq
 
 from ipc import codec, transport
-from ipc.messages import SPEC_ENV, Heartbeat, Hello, JobProgress, Shutdown, WorkerSpec, encode_spec
+from ipc.messages import (
+    SPEC_ENV, Heartbeat, Hello, JobPrepared, JobProgress, ModelDone, ModelStarted, Shutdown, WorkerSpec, encode_spec,
+)
 from tests.support.logfile import read_events, wait_for_event
 from tests.support.node import REPO
 
@@ -42,6 +44,7 @@ class WorkerHarness:
         self.process: subprocess.Popen | None = None
         self.identity: bytes | None = None
         self.progress: list[JobProgress] = []  # every progress report, in order
+        self.stages: list[Any] = []  # every JobPrepared, ModelStarted and ModelDone, in order
 
     def start(self) -> WorkerHarness:
         self.sock.bind(self.endpoint)
@@ -56,7 +59,7 @@ class WorkerHarness:
 
     def receive(self, timeout: float = 120.0, skip_heartbeats: bool = True) -> Any:
         """The next message from the worker (Ready, StartupFailed, JobSucceeded, ...);
-        progress reports are kept in `progress`, not returned."""
+        progress reports are kept in `progress`, a job's stages in `stages`, not returned."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -69,6 +72,9 @@ class WorkerHarness:
                 continue
             if isinstance(message, JobProgress):
                 self.progress.append(message)
+                continue
+            if isinstance(message, (JobPrepared, ModelStarted, ModelDone)):
+                self.stages.append(message)
                 continue
             return message
 

@@ -7,9 +7,11 @@ checked against the engine's node types and then by the engine itself (which als
 model files that are not on disk), and, unless turned off, one warm-up run so the weights
 are loaded and resident before the node says ready.
 
-Run: decode the images, shape the workflow for the job (`comfyui_config.workflow`), execute it on
+Run, in three stages (prepare: decode the images; model: shape the workflow for the job
+(`comfyui_config.workflow`) and execute it on
 the long-lived executor (its caches keep every loader's output, so no job reloads weights),
-read the image our capture node took, encode it. Inference time is the graph execution only.
+read the image our capture node took; finish: resize and encode it). Inference time is the
+graph execution only.
 The sampler's steps are the job's progress (`progress`).
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from typing import Any, NamedTuple
 
 from gpu_worker import imaging
 from comfyui_config import settings as comfyui_settings, workflow as comfyui_workflow
@@ -33,6 +36,7 @@ from gpu_worker.engine import (
     JobInputs,
     JobOutput,
     LoadInfo,
+    StagedRun,
     compute_capability,
 )
 from ipc.jsonlog import EventLog
@@ -41,11 +45,26 @@ events = EventLog("gpu_worker.comfyui")
 WARMUP_SIZE = (512, 512)
 
 
+class _Prepared(NamedTuple):
+    inputs: JobInputs
+    person: imaging.Decoded
+    garment: imaging.Decoded
+    decode_ms: float
+
+
+class _Modelled(NamedTuple):
+    inputs: JobInputs  # without its images
+    person: imaging.Decoded  # its upright size, without its pixels
+    image: Any  # the graph's output as PIL
+    inference_ms: float
+    decode_ms: float
+
+
 class GraphOutOfMemory(MemoryError):
     """Out of memory inside a node; the engine fails the job with out_of_memory and frees memory."""
 
 
-class ComfyUIBackend:
+class ComfyUIBackend(StagedRun):
     # Where the settings live in the config, for error messages (a subclass loaded by
     # import path gets `model.custom`).
     SETTINGS_KEY = comfyui_settings.DEFAULT_KEY
@@ -171,20 +190,27 @@ class ComfyUIBackend:
 
     # --- run ---------------------------------------------------------------------------
 
-    def run(self, inputs: JobInputs, cancelled: threading.Event) -> JobOutput:
+    # Three stages (engine.py), overlapped by the worker: decode; the graph; resize and encode.
+
+    def prepare(self, inputs: JobInputs, cancelled: threading.Event) -> _Prepared:
         assert self.settings is not None
         t0 = time.perf_counter()
         # Upright, and at most input_max_pixels: a 36 MP photo never becomes a float tensor.
         within = self.settings.input_max_pixels
         person = imaging.decode(inputs.person_image, "person_image", self.context.max_pixels, within)
         garment = imaging.decode(inputs.garment_image, "garment_image", self.context.max_pixels, within)
-        t1 = time.perf_counter()
+        decode_ms = (time.perf_counter() - t0) * 1000
         events.info("inputs_decoded", job_id=inputs.job_id, person_image=person.describe(),
-                    garment_image=garment.describe(), decode_ms=round((t1 - t0) * 1000, 1))
+                    garment_image=garment.describe(), decode_ms=round(decode_ms, 1))
+        # The encoded bytes are not needed from here on: they go now, not after the finish stage.
+        return _Prepared(inputs._replace(person_image=b"", garment_image=b""), person, garment, decode_ms)
+
+    def model(self, prepared: _Prepared, cancelled: threading.Event) -> _Modelled:
+        inputs = prepared.inputs
         if cancelled.is_set():  # the engine clears its interrupt flag at start: check here
             raise JobCancelled("cancelled before the graph started")
         result, image = self._execute(
-            person.image, garment.image, inputs.job_id, seed=inputs.seed, steps=inputs.steps,
+            prepared.person.image, prepared.garment.image, inputs.job_id, seed=inputs.seed, steps=inputs.steps,
             prompt=inputs.prompt or None,  # an empty prompt keeps the workflow's default
             cancelled=cancelled,
         )
@@ -196,18 +222,23 @@ class ComfyUIBackend:
         )
         if not result.success:
             self._raise_failure(result, cancelled)
+        # Only what the finish stage needs: the decoded inputs go before it allocates its own.
+        return _Modelled(prepared.inputs, prepared.person._replace(image=None), image, result.execution_s * 1000,
+                         prepared.decode_ms)
+
+    def finish(self, modelled: _Modelled) -> JobOutput:
         t2 = time.perf_counter()
-        image = imaging.sized_output(image, person, inputs.output_size)
+        inputs = modelled.inputs
+        image = imaging.sized_output(modelled.image, modelled.person, inputs.output_size)
         data, content_type = imaging.encode(image, inputs.output_format)
-        t3 = time.perf_counter()
         return JobOutput(
             image=data,
             content_type=content_type,
             width=image.width,
             height=image.height,
-            inference_ms=result.execution_s * 1000,
-            decode_ms=(t1 - t0) * 1000,
-            encode_ms=(t3 - t2) * 1000,
+            inference_ms=modelled.inference_ms,
+            decode_ms=modelled.decode_ms,
+            encode_ms=(time.perf_counter() - t2) * 1000,
         )
 
     def _execute(self, person, garment, job_id: str, *, seed, steps, prompt, cancelled):

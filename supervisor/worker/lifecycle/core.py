@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from ipc.messages import CancelJob, Ready, Shutdown
-from supervisor.worker.generation import Generation, Phase, RunningJob
+from supervisor.worker.generation import Generation, Phase, RunningJob, Stage
 from supervisor.jobs.job import JobResult
 from supervisor.worker.lifecycle.events import (
     AbortAsked, Action, CancelAsked, CountOverlap, CountRestart, EndJob, Exited, GiveUp, JobOffered, Kill, Limits,
@@ -68,6 +68,25 @@ class Lifecycle(WorkerMessages, Recycling):
         """Stopping, and no worker left alive."""
         return self.stopping and not self.generations
 
+    @property
+    def accepting(self) -> bool:
+        """Whether a job offered now would be handed to the current worker."""
+        return self._refusal() is None
+
+    def _refusal(self) -> str | None:
+        """Why a job offered now would not be handed over; None: it would."""
+        gen = self.worker
+        if gen is None or not gen.serving or gen.kill_reason is not None or self.state not in SERVING:
+            return "the worker is not ready"
+        if gen.in_stage(Stage.PREPARE) is not None:
+            return "the worker is preparing another job"  # one job before the model at a time
+        if self.recycle_pending is not None and self.recycle_overlaps is False:
+            return "the worker is being recycled"  # a plain recycle: nothing new enters it
+        nxt = self.next_generation
+        if nxt is not None and nxt.phase is Phase.IDLE:
+            return "the worker is being replaced"  # the next one is ready: it takes the next job
+        return None
+
     def handle(self, event: Any, now: float) -> list[Action]:
         """Apply `event` (an event of `events`) at monotonic time `now`; what to do.
         Each event type is taken by the method `on_<its name in snake case>`."""
@@ -103,8 +122,7 @@ class Lifecycle(WorkerMessages, Recycling):
     def on_send_failed(self, e: SendFailed) -> None:
         self._out.emit(RefuseJob(e.job_id, "the worker could not be reached"))
         if (gen := self.generations.get(e.gen)) is not None:
-            if gen.holds(e.job_id):
-                gen.job = None  # it never reached the worker: still the caller's
+            gen.jobs.pop(e.job_id, None)  # it never reached the worker: still the caller's
             self._out.log("warning", "worker_abort", pid=gen.pid, why="the worker's socket is gone")
             self._abort(gen, JobResult.failure("worker_crashed", "unreachable"), KillReason.PROTOCOL)
 
@@ -118,8 +136,9 @@ class Lifecycle(WorkerMessages, Recycling):
             self._out.log("error", "worker_startup_failed", pid=gen.pid, reason=f"exit status {e.returncode}",
                           error=report.fields["description"])
         self._out.log(report.level, "worker_exited", **report.fields)
-        if gen.job is not None:
-            self._out.emit(EndJob(gen.job.job_id, report.job_result))
+        for job_id, result in report.job_results.items():  # in the order they were handed over
+            self._out.emit(EndJob(job_id, result))
+        gen.jobs.clear()
         self._after_end(gen, report.reason, gen.failure(report))
 
     def on_timer_fired(self, e: TimerFired) -> None:
@@ -141,20 +160,21 @@ class Lifecycle(WorkerMessages, Recycling):
             self._kill(gen, gen.kill_reason or KillReason.STOP)
 
     def on_job_offered(self, e: JobOffered) -> None:
+        why = self._refusal()
         gen = self.worker
-        if gen is None or gen.phase is not Phase.IDLE or self.state is not S.READY:
-            self._out.emit(RefuseJob(e.job_id, "the worker is not ready"))
+        if why is not None or gen is None:
+            self._out.emit(RefuseJob(e.job_id, why or "the worker is not ready"))
             return
-        gen.job = RunningJob(e.job_id, self._now)
+        gen.jobs[e.job_id] = RunningJob(e.job_id, self._now, Stage.PREPARE, self._now)
         gen.phase = Phase.BUSY
-        self.machine.change(S.BUSY, f"job {e.job_id}")
         self._out.emit(SendJob(gen.number, e.job_id))
         self._arm_watchdog(gen)  # the job's deadline may come before the heartbeat's
 
     def on_cancel_asked(self, e: CancelAsked) -> None:
         for gen in self.generations.values():
-            if gen.holds(e.job_id):
-                self._out.log("info", "job_cancel_sent", pid=gen.pid, job_id=e.job_id)
+            job = gen.jobs.get(e.job_id)
+            if job is not None and job.stage is not Stage.FINISH:  # past its model stage: too late
+                self._out.log("info", "job_cancel_sent", pid=gen.pid, job_id=e.job_id, stage=job.stage.value)
                 self._out.emit(Send(gen.number, CancelJob(job_id=e.job_id)))  # a dead worker ends it anyway
                 return
 
@@ -181,7 +201,8 @@ class Lifecycle(WorkerMessages, Recycling):
         lim = self.limits = e.limits
         self.policy.reconfigure(lim.max_backoff_s, lim.healthy_after_s, lim.max_restarts, lim.restart_window_s)
         for gen in self.generations.values():
-            gen.new_limits(lim.inference_timeout_s, lim.heartbeat_interval_s, lim.heartbeat_timeout_s)
+            gen.new_limits(lim.inference_timeout_s, lim.heartbeat_interval_s, lim.heartbeat_timeout_s,
+                           lim.stage_timeout_s)
             if gen.serving:
                 self._arm_watchdog(gen)  # new limits may bring the deadline forward
 
@@ -196,7 +217,8 @@ class Lifecycle(WorkerMessages, Recycling):
     def _new_generation(self) -> Generation:
         self.last_generation += 1
         lim = self.limits
-        gen = Generation(self.last_generation, Watchdog(lim.inference_timeout_s, lim.heartbeat_timeout_s),
+        gen = Generation(self.last_generation, Watchdog(lim.inference_timeout_s, lim.heartbeat_timeout_s,
+                                                        lim.stage_timeout_s),
                          lim.heartbeat_interval_s, lim.startup_timeout_s)
         self.generations[gen.number] = gen
         self.recycle_pending, self.recycle_overlaps = None, None  # this spawn reads the settings in force now
@@ -261,9 +283,11 @@ class Lifecycle(WorkerMessages, Recycling):
         self._out.emit(Send(gen.number, Shutdown()))
         self._out.set_timer(Timer(TimerKind.RETIRE, gen.number), grace_s)
 
-    def _abort(self, gen: Generation, result: JobResult, reason: KillReason) -> None:
+    def _abort(self, gen: Generation, result: JobResult, reason: KillReason, for_jobs: frozenset[str] | None = None) -> None:
+        """Kill `gen`; its jobs end with `result` (only `for_jobs`, where given: the others
+        as in any crash)."""
         if gen.abort_result is None:
-            gen.abort_result = result
+            gen.abort_result, gen.abort_for = result, for_jobs
         self._kill(gen, reason)
 
     def _kill(self, gen: Generation, reason: KillReason) -> None:
@@ -282,9 +306,13 @@ class Lifecycle(WorkerMessages, Recycling):
         if verdict is None:
             self._arm_watchdog(gen)
             return
+        # The job over its time fails `inference_timeout`; a silent worker, its job in the model
+        # stage (the GPU's: where a whole process gets stuck), else every job it holds.
+        culprit = verdict.job_id or (job.job_id if (job := gen.in_stage(Stage.MODEL)) else None)
         self._out.log("error", "worker_watchdog", pid=gen.pid, reason=verdict.reason.value,
-                      job_id=gen.job.job_id if gen.job else None, why=verdict.message)
-        self._abort(gen, JobResult.failure("inference_timeout", verdict.message), verdict.reason)
+                      job_id=culprit, jobs=list(gen.jobs), why=verdict.message)
+        self._abort(gen, JobResult.failure("inference_timeout", verdict.message), verdict.reason,
+                    frozenset({culprit}) if culprit is not None else None)
 
     def _arm_watchdog(self, gen: Generation) -> None:
         self._out.set_timer(Timer(TimerKind.WATCHDOG, gen.number), gen.watch_in(self._now))
@@ -297,6 +325,13 @@ class Lifecycle(WorkerMessages, Recycling):
         self._out.emit(ReportReady(gen.number, gen.ready))
         if gen.recycle_asked_at is not None:  # a recycle with overlap, done
             self._out.emit(CountOverlap(OverlapResult.SWITCHED))
+
+    def _show_model_stage(self, gen: Generation, why: str) -> None:
+        """The node's worker state says whether a job is in the current worker's model stage
+        (`busy`: the GPU is taken) or not (`ready`), whatever is preparing or finishing."""
+        if gen.number != self.current or gen.kill_reason is not None or self.state not in SERVING:
+            return
+        self.machine.change(S.BUSY if gen.in_stage(Stage.MODEL) is not None else S.READY, why)
 
     def _set_state_of(self, gen: Generation, new: WorkerState, why: str) -> None:
         if gen.number == self.current:  # only the current worker's state is the node's

@@ -40,6 +40,7 @@ class Limits:
     stop_grace_s: float = STOP_GRACE_S
     overlap: OverlapMode = OverlapMode.AUTO
     overlap_margin_bytes: int = 2 * GiB
+    stage_timeout_s: float = 120.0  # a job's prepare and finish stages, each
 
     @classmethod
     def of(cls, worker: WorkerConfig) -> Limits:
@@ -47,7 +48,7 @@ class Limits:
             worker.startup_timeout_s, worker.inference_timeout_s, worker.heartbeat_interval_s,
             worker.heartbeat_timeout_s, worker.max_backoff_s, worker.healthy_after_s,
             worker.max_restarts, worker.restart_window_s, STOP_GRACE_S, OverlapMode(worker.overlap),
-            worker.overlap_margin_bytes,
+            worker.overlap_margin_bytes, worker.stage_timeout_s,
         )
 
 
@@ -140,7 +141,7 @@ class RecycleAsked:
 
 @dataclass(frozen=True)
 class AbortAsked:
-    """End the worker now; its running job (if any) ends with `result`."""
+    """End the worker now; every job it holds ends with `result`."""
 
     result: JobResult
     why: str
@@ -218,6 +219,16 @@ class ReportProgress:
 
 
 @dataclass(frozen=True)
+class ReportStage:
+    """A job the worker holds moved on: `prepared` (decoded in `ms`, waiting for the model),
+    `model_started`, or `model_done` (the model stage took `ms`; the GPU slot is free)."""
+
+    job_id: str
+    stage: str
+    ms: float = 0.0
+
+
+@dataclass(frozen=True)
 class RefuseJob:
     """The job was not handed over: it is still the caller's."""
 
@@ -292,7 +303,8 @@ Event = (
     | JobOffered | CancelAsked | RecycleAsked | AbortAsked | StopAsked | Reconfigured | MemoryMeasured
 )
 Action = (
-    Spawn | Kill | Send | SendJob | EndJob | ReportProgress | RefuseJob | SetTimer | CancelTimer | ReportState
+    Spawn | Kill | Send | SendJob | EndJob | ReportProgress | ReportStage | RefuseJob | SetTimer | CancelTimer
+    | ReportState
     | ReportReady | CountRestart | MeasureMemory | CountOverlap | GiveUp | Log
 )
 

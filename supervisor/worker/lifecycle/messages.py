@@ -1,6 +1,7 @@
 """The lifecycle core's rules for what a worker says: one `got_<message type>` per message
-of `ipc.messages.WorkerMessage` (Hello, Ready, StartupFailed, Heartbeat, JobProgress, a
-result), and what a message that cannot be read costs.
+of `ipc.messages.WorkerMessage` (Hello, Ready, StartupFailed, Heartbeat, JobProgress, a job's
+stages: JobPrepared, ModelStarted, ModelDone, a result), and what a message that cannot be
+read costs.
 
 Any message at all is proof of life (the heartbeat watchdog reads when the generation was
 last heard from). A message is judged for the generation that sent it: a Ready makes the
@@ -13,13 +14,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ipc.messages import (
-    PROTOCOL_VERSION, Heartbeat, Hello, JobFailed, JobProgress, JobSucceeded, Ready, StartupFailed,
+    PROTOCOL_VERSION, Heartbeat, Hello, JobFailed, JobPrepared, JobProgress, JobSucceeded, ModelDone, ModelStarted,
+    Ready, StartupFailed,
 )
-from supervisor.worker.generation import Generation, Phase
+from supervisor.worker.generation import Generation, Phase, Stage
 from supervisor.jobs.job import JobResult
-from supervisor.worker.lifecycle.events import EndJob, Received, ReportProgress, Timer, TimerKind, Undecodable, handler_name
+from supervisor.worker.lifecycle.events import (
+    EndJob, Received, ReportProgress, ReportStage, Timer, TimerKind, Undecodable, handler_name,
+)
 from supervisor.worker.reasons import KillReason
-from supervisor.worker.state import WorkerState as S
 from supervisor.worker.wire import job_result
 
 if TYPE_CHECKING:
@@ -81,23 +84,57 @@ class WorkerMessages:
         pass  # its arrival is the news (last_heard)
 
     def got_job_progress(self: Core, gen: Generation, message: JobProgress, blobs: tuple) -> None:
-        # Only for the job this generation holds: a report that crossed its job's end (or
+        # Only for a job this generation holds: a report that crossed its job's end (or
         # came from a worker being replaced) is about nothing the node still runs there.
         if gen.holds(message.job_id):
             self._out.emit(ReportProgress(message.job_id, message.step, message.total))
 
+    def got_job_prepared(self: Core, gen: Generation, message: JobPrepared, blobs: tuple) -> None:
+        if self._moved_on(gen, message.job_id, Stage.PREPARE, Stage.PREPARE):
+            self._out.emit(ReportStage(message.job_id, "prepared", message.prepare_ms))
+
+    def got_model_started(self: Core, gen: Generation, message: ModelStarted, blobs: tuple) -> None:
+        if self._moved_on(gen, message.job_id, Stage.PREPARE, Stage.MODEL):
+            self._out.emit(ReportStage(message.job_id, "model_started"))
+            self._show_model_stage(gen, f"job {message.job_id} in the model")
+
+    def got_model_done(self: Core, gen: Generation, message: ModelDone, blobs: tuple) -> None:
+        if self._moved_on(gen, message.job_id, Stage.MODEL, Stage.FINISH):
+            self._out.emit(ReportStage(message.job_id, "model_done", message.inference_ms))
+            self._show_model_stage(gen, f"job {message.job_id} past the model")
+            self._maybe_switch()  # a next worker ready and waiting for the model stage to empty
+
+    def _moved_on(self: Core, gen: Generation, job_id: str, was: Stage, now: Stage) -> bool:
+        """Move `job_id` from stage `was` to `now`; False (logged) for a job it does not hold
+        there: a message that crossed the job's end, or one out of step."""
+        job = gen.jobs.get(job_id)
+        if job is None or job.stage is not was:
+            self._out.log("warning", "worker_stage_unexpected", pid=gen.pid, job_id=job_id, stage=now.value,
+                          was=job.stage.value if job is not None else None)
+            return False
+        if now is not was:
+            job.stage, job.stage_since = now, self._now
+            self._arm_watchdog(gen)  # the new stage's time limit may come first
+        return True
+
     def got_job_ended(self: Core, gen: Generation, message: JobSucceeded | JobFailed, blobs: tuple) -> None:
-        if not gen.holds(message.job_id):
+        if gen.jobs.pop(message.job_id, None) is None:
             self._out.log("warning", "worker_result_unexpected", pid=gen.pid, job_id=message.job_id)
             return
-        gen.job = None
         self._out.emit(EndJob(message.job_id, job_result(message, blobs)))
         if gen.kill_reason is not None:
             return  # a result that raced its kill: the worker is going, not ready
+        if gen.jobs:
+            self._show_model_stage(gen, f"job {message.job_id} done")  # (it may have failed in the model)
+            self._maybe_switch()
+            return
         gen.phase = Phase.IDLE
+        if gen.retire_when_done:  # replaced by the next worker; its last job is done
+            self._retire(gen, KillReason.RECYCLE, self.limits.stop_grace_s)
+            return
         if gen.number != self.current or self._maybe_recycle():
             return  # retired straight on (a plain recycle): no job is handed to it meanwhile
-        self.machine.change(S.READY, f"job {message.job_id} done")
+        self._show_model_stage(gen, f"job {message.job_id} done")
         self._maybe_switch()  # a next worker ready and waiting for this job to end
 
     got_job_succeeded = got_job_failed = got_job_ended

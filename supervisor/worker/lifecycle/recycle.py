@@ -4,14 +4,15 @@ changes what the worker is spawned with). The one place where two workers live a
 Two ways, by `worker.overlap` (`auto` measures first: MeasureMemory -> MemoryMeasured,
 judged by `overlap.decide`):
 - overlap: a `next` generation is spawned and loads beside the current one, which keeps
-  taking jobs. Once the next is ready and the current one holds no job, the next becomes
-  current (the switch) and the old one is asked to exit. Only the current worker's state is
+  taking jobs until the next is ready. Once nothing is in the current one's prepare or model
+  stage, the next becomes current (the switch: no gap on the GPU) and the old one is asked
+  to exit once the jobs still finishing there are done. Only the current worker's state is
   the node's, so /health stays 200 throughout. A next worker that dies before the switch
   is a failed recycle, not a crash: the current one serves on and nothing is restarted.
   If the current one dies meanwhile, the next (already loading the new settings) takes
   over instead of a fresh spawn.
-- plain: after the current job the worker is asked to exit and a new one is spawned; the
-  node is `restarting`, then `starting`, until it is ready.
+- plain: the worker takes no new job; after the last one it holds it is asked to exit and
+  a new one is spawned; the node is `restarting`, then `starting`, until it is ready.
 
 A recycle asked while a next worker loads supersedes it: that one loads the settings from
 before the ask, so it is ended, and once it is gone the recycle starts again.
@@ -110,7 +111,7 @@ class Recycling:
             self._start_overlap()
             return False
         if gen.phase is Phase.BUSY:
-            return False  # once its job is done
+            return False  # once its jobs are done (none enters it meanwhile: Lifecycle._refusal)
         self.machine.change(S.RESTARTING, f"recycle: {self.recycle_pending}")
         self._retire(gen, KillReason.RECYCLE, self.limits.stop_grace_s)
         return True
@@ -125,12 +126,14 @@ class Recycling:
         self._out.emit(Spawn(gen.number))
 
     def _maybe_switch(self: Core) -> None:
-        """Switch to the next worker if it is ready and the current one holds no job."""
+        """Switch to the next worker if it is ready and nothing is in the current one's
+        prepare or model stage (it takes no new job once the next is ready); jobs still
+        finishing there finish there, and it is asked to exit after the last one."""
         nxt, current = self.next_generation, self.worker
         if nxt is None or nxt.phase is not Phase.IDLE or self.stopping:
             return
-        if current is None or current.phase is not Phase.IDLE:
-            return  # busy: once its job is done; being ended: its exit hands over
+        if current is None or not current.serving or not current.model_stage_empty:
+            return  # its model stage busy: once it empties; being ended: its exit hands over
         self.current, self.next = nxt.number, None
         assert nxt.ready is not None and nxt.recycle_asked_at is not None
         self._out.log(
@@ -138,7 +141,10 @@ class Recycling:
             previous_generation=current.number, model_version=nxt.ready.model_version,
             since_asked_s=round(self._now - nxt.recycle_asked_at, 3),
         )
-        self._retire(current, KillReason.RECYCLE, self.limits.stop_grace_s)
+        if current.jobs:
+            current.retire_when_done = True  # its finish stage first (its watchdog still watches)
+        else:
+            self._retire(current, KillReason.RECYCLE, self.limits.stop_grace_s)
         self._out.emit(CountRestart(RestartReason.RECYCLE))  # a recycle, counted as ever
         self._became_ready(nxt)
 

@@ -25,7 +25,8 @@ from tests.support.waiting import until
 
 def finished_job(job_id: str, result: JobResult) -> Job:
     job = Job(job_id, "user-9", "sess-9", "qwen", JobOptions(seed=1), b"p", b"g", accepted_mono=100.0)
-    job.mark_dispatched(100.5, "reference-1")
+    job.mark_handed(100.5, "reference-1")
+    job.mark_model_started(100.5)
     job.mark_finished(result, 102.0)
     return job
 
@@ -84,7 +85,7 @@ async def test_success_on_the_first_attempt(sender, receiver, sleeps):
     assert call.fields == {
         "job_id": "cb-ok", "user_id": "user-9", "session_id": "sess-9", "provider": "qwen", "node_id": "node-7",
         "model_version": "reference-1", "status": "succeeded", "inference_time_ms": "1235",
-        "queue_time_ms": "500", "total_time_ms": "2000",
+        "queue_time_ms": "500", "total_time_ms": "2000", "prepare_time_ms": "0", "finish_time_ms": "0",
     }
     assert call.files["output_image"] == ("cb-ok.png", "image/png", b"\x89PNG-bytes")
     assert job.callback_state is CallbackState.DELIVERED and job.callback_attempts == 1

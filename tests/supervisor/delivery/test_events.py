@@ -38,7 +38,8 @@ class Clock:
 
 def running_job(job_id: str = "j1") -> Job:
     job = Job(job_id, "user-1", "session-1", "qwen", JobOptions(), b"p", b"g", time.monotonic())
-    job.mark_dispatched(time.monotonic(), "m")
+    job.mark_handed(time.monotonic(), "m")
+    job.mark_model_started(time.monotonic())
     return job
 
 

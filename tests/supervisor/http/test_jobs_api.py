@@ -12,7 +12,8 @@ from supervisor.delivery.loop import SpooledJob
 from supervisor.delivery.spool import SpoolRecord
 
 KEYS = {
-    "job_id", "state", "error_code", "error_message", "created_at", "timings_ms", "callback", "started_at", "progress",
+    "job_id", "state", "stage", "error_code", "error_message", "created_at", "timings_ms", "callback", "started_at",
+    "progress",
 }
 
 
@@ -27,14 +28,16 @@ def test_a_queued_job_has_no_timings_yet():
     body = describe(job)
     assert set(body) == KEYS
     assert body["state"] == "queued" and body["created_at"] == "2023-11-14T22:13:20.250Z"
-    assert body["timings_ms"] == {"queue": None, "inference": None, "total": None}
+    assert body["timings_ms"] == {"queue": None, "prepare": None, "inference": None, "finish": None, "total": None}
+    assert body["stage"] == "queued"
     assert body["callback"] == {"state": "pending", "attempts": 0, "last_status": None}
     assert body["started_at"] is None and body["progress"] is None
 
 
 def test_a_running_job_tells_when_it_started_and_its_last_step():
     job = Job("j4", "u", "s", "qwen", JobOptions(), b"p", b"g", accepted_mono=10.0, accepted_at=1_700_000_000.25)
-    job.mark_dispatched(12.0, "m")
+    job.mark_handed(12.0, "m")
+    job.mark_model_started(12.0)
     body = describe(job)
     assert body["state"] == "running" and body["progress"] is None  # no step yet
     assert body["started_at"] == "2023-11-14T22:13:22.250Z"  # the 202 plus its 2 s in the queue
@@ -43,7 +46,8 @@ def test_a_running_job_tells_when_it_started_and_its_last_step():
     job.mark_requeued()  # its worker died: waiting again, nothing of that run is told
     body = describe(job)
     assert body["state"] == "queued" and body["started_at"] is None and body["progress"] is None
-    job.mark_dispatched(20.0, "m")
+    job.mark_handed(20.0, "m")
+    job.mark_model_started(20.0)
     job.mark_progress(8, 8)
     job.mark_finished(JobResult(image=b"x", content_type="image/png", inference_ms=5.0), 21.0)
     body = describe(job)  # a finished job keeps its last step and its last run's start
@@ -52,13 +56,15 @@ def test_a_running_job_tells_when_it_started_and_its_last_step():
 
 def test_a_failed_job_tells_its_error_and_timings():
     job = Job("j2", "u", "s", "qwen", JobOptions(), b"p", b"g", accepted_mono=10.0)
-    job.mark_dispatched(10.5, "m")
+    job.mark_handed(10.5, "m")
+    job.mark_model_started(10.5)
     job.mark_finished(JobResult.failure("out_of_memory", "CUDA out of memory", inference_ms=250.4), 11.0)
     job.callback_state, job.callback_attempts, job.callback_last_status = CallbackState.RETRYING, 2, 503
     body = describe(job)
     assert body["state"] == "failed" and body["error_code"] == "out_of_memory"
     assert body["error_message"] == "CUDA out of memory"
-    assert body["timings_ms"] == {"queue": 500, "inference": 250, "total": 1000}
+    assert body["timings_ms"] == {"queue": 500, "prepare": None, "inference": 250, "finish": None, "total": 1000}
+    assert body["stage"] is None
     assert body["callback"] == {"state": "retrying", "attempts": 2, "last_status": 503}
 
 
@@ -71,6 +77,7 @@ def test_a_job_known_from_the_spool():
     body = describe(SpooledJob(record))
     assert set(body) == KEYS and body["job_id"] == "j3" and body["state"] == "cancelled"
     assert body["created_at"] == rfc3339(1.0) == "1970-01-01T00:00:01.000Z"
-    assert body["timings_ms"] == {"queue": 3, "inference": None, "total": 4}
+    assert body["timings_ms"] == {"queue": 3, "prepare": None, "inference": None, "finish": None, "total": 4}
+    assert body["stage"] is None
     assert body["callback"]["state"] == "retrying"
     assert body["started_at"] == "1970-01-01T00:00:01.003Z" and body["progress"] is None

@@ -78,7 +78,8 @@ def test_the_callback_is_a_webhook_with_the_fields_the_node_sends():
     # The fields build_body() writes (tests/supervisor/delivery/test_callback.py checks their values).
     assert set(form["properties"]) == {
         "job_id", "user_id", "session_id", "provider", "node_id", "model_version", "status",
-        "inference_time_ms", "queue_time_ms", "total_time_ms", "error_code", "error_message", "output_image",
+        "inference_time_ms", "queue_time_ms", "total_time_ms", "prepare_time_ms", "finish_time_ms", "error_code",
+        "error_message", "output_image",
     }
 
 

@@ -62,7 +62,8 @@ def test_gpu_status_tells_the_running_jobs_last_step_only():
         worker=SimpleNamespace(state=S.BUSY, pid=42, restarts=0, model_loaded=True, next_worker=None),
     )
     assert gpu_status_body(node)["current_job_progress"] is None  # queued: not started
-    job.mark_dispatched(time.monotonic(), "m")
+    job.mark_handed(time.monotonic(), "m")
+    job.mark_model_started(time.monotonic())
     assert gpu_status_body(node)["current_job_progress"] is None  # running, no step yet
     job.mark_progress(3, 8)
     assert gpu_status_body(node)["current_job_progress"] == {"step": 3, "total": 8}

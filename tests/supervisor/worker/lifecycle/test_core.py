@@ -16,7 +16,7 @@ from supervisor.worker.lifecycle.core import Lifecycle
 from supervisor.jobs.job import JobResult
 from supervisor.worker.lifecycle.events import (
     AbortAsked, CancelAsked, CountRestart, EndJob, GiveUp, JobOffered, Limits, Reconfigured, RecycleAsked,
-    RefuseJob, ReportReady, ReportState, Send, SendFailed, SendJob, SetTimer, SpawnFailed, Start,
+    RefuseJob, ReportReady, ReportStage, ReportState, Send, SendFailed, SendJob, SetTimer, SpawnFailed, Start,
     StopAsked, Timer, TimerKind, Undecodable,
 )
 from supervisor.worker.overlap import OverlapMode
@@ -49,8 +49,14 @@ def test_spawn_load_serve_a_job_and_stop():
     assert d.of(ReportReady) and d.logs("worker_ready")[0].fields["startup_s"] == 2
 
     actions = d.feed(JobOffered("j1"))
-    assert [type(a) for a in actions] == [ReportState, SendJob, SetTimer]  # busy, hand over, watch it
-    assert actions[1] == SendJob(1, "j1") and d.core.state is S.BUSY
+    assert [type(a) for a in actions] == [SendJob, SetTimer]  # hand over, watch its prepare stage
+    assert actions[0] == SendJob(1, "j1") and d.core.state is S.READY  # busy: once in the model
+    d.prepared(1, "j1")
+    assert d.of(ReportStage)[-1] == ReportStage("j1", "prepared", 1.0) and d.core.state is S.READY
+    d.model_started(1, "j1")
+    assert d.core.state is S.BUSY and d.of(ReportStage)[-1] == ReportStage("j1", "model_started")
+    d.model_done(1, "j1", 7.5)
+    assert d.of(ReportStage)[-1] == ReportStage("j1", "model_done", 7.5) and d.core.state is S.READY
     d.succeed(1, "j1")
     assert d.ended("j1").ok and d.ended("j1").image == b"png"
     assert d.core.state is S.READY
@@ -59,7 +65,7 @@ def test_spawn_load_serve_a_job_and_stop():
     assert d.of(Send)[-1] == Send(1, Shutdown()) and d.due[Timer(TimerKind.RETIRE, 1)] == d.now + 5
     d.exit(1, 0)
     assert d.core.state is S.STOPPED and d.core.finished and d.core.worker is None
-    assert d.states() == ["starting", "ready", "busy", "ready", "stopped"]
+    assert d.states() == ["starting", "ready", "busy", "ready", "stopped"]  # busy: the model stage
     assert d.logs("worker_exited")[0].level == "info" and restarts(d) == []
     assert d.due == {}  # nothing left ticking
 
@@ -75,7 +81,7 @@ def test_a_job_offered_to_a_worker_not_ready_is_refused_and_stays_the_callers():
 def test_cancel_goes_to_the_worker_holding_the_job_only():
     d = Driver().start()
     assert d.feed(CancelAsked("nobody")) == []
-    d.feed(JobOffered("j1"))
+    d.run_job(1, "j1")
     assert d.of(Send, d.feed(CancelAsked("j1"))) == [Send(1, CancelJob(job_id="j1"))]
 
 
@@ -91,7 +97,7 @@ def test_every_event_has_a_rule():
 def test_a_crash_mid_job_fails_the_job_and_restarts_at_once_after_a_healthy_run():
     d = Driver(healthy_after_s=60, heartbeat_timeout_s=1000).start()
     d.advance(120)
-    d.feed(JobOffered("j1"))
+    d.run_job(1, "j1")
     d.exit(1, SIGSEGV)
     result = d.ended("j1")
     assert result.error_code == "worker_crashed" and "SIGSEGV" in result.error_message
@@ -138,7 +144,7 @@ def test_more_than_max_restarts_within_the_window_gives_up():
     d.exit(2, 1)
     d.advance(1)
     d.bring_up(3)
-    d.feed(JobOffered("last"))
+    d.run_job(1, "last")
     d.exit(3, 1)  # the third unplanned exit within 600 s: one too many
     assert d.core.state is S.FAILED and d.of(GiveUp)
     assert "worker.max_restarts is 2" in d.of(GiveUp)[0].why
@@ -190,7 +196,7 @@ def test_a_spawn_that_fails_is_a_crash_retried_after_the_backoff():
 
 def test_a_job_over_its_time_is_killed_and_fails_with_inference_timeout():
     d = Driver(inference_timeout_s=10, heartbeat_timeout_s=3).start()
-    d.feed(JobOffered("hang"))
+    d.run_job(1, "hang")
     for _ in range(10):
         d.advance(1)
         d.heartbeat(1)  # beating all along: only the job's time runs out
@@ -242,7 +248,7 @@ def test_heartbeats_are_not_judged_while_the_model_loads():
 
 def test_a_reload_with_a_shorter_timeout_applies_to_the_running_job():
     d = Driver(inference_timeout_s=600, heartbeat_timeout_s=30).start()
-    d.feed(JobOffered("j1"))
+    d.run_job(1, "j1")
     d.advance(5)
     d.heartbeat(1)
     d.feed(Reconfigured(Limits(inference_timeout_s=4, heartbeat_timeout_s=30)))
@@ -280,7 +286,7 @@ def test_a_recycle_of_an_idle_worker_asks_it_to_exit_and_restarts_at_once_uncoun
 
 def test_a_recycle_waits_for_the_running_job():
     d = Driver(overlap=NEVER).start()
-    d.feed(JobOffered("j1"))
+    d.run_job(1, "j1")
     d.feed(RecycleAsked("config reloaded"))
     assert d.core.state is S.BUSY and not d.of(Send)
     d.succeed(1, "j1")
@@ -334,7 +340,7 @@ def test_a_recycle_between_workers_is_served_by_the_next_spawn():
 
 def test_a_drain_deadline_kills_with_its_reason_and_the_job_ends_with_the_nodes_result():
     d = Driver().start()
-    d.feed(JobOffered("j1"))
+    d.run_job(1, "j1")
     d.feed(StopAsked())  # no restart from now on
     shutdown = JobResult.failure("shutdown", "the node stopped before the job could finish")
     d.feed(AbortAsked(shutdown, "the node is stopping", KillReason.DRAIN_DEADLINE))
@@ -351,7 +357,7 @@ def test_a_drain_deadline_kills_with_its_reason_and_the_job_ends_with_the_nodes_
 
 def test_quit_kills_now_and_a_stop_without_grace_too():
     d = Driver().start()
-    d.feed(JobOffered("j1"))
+    d.run_job(1, "j1")
     d.feed(StopAsked())
     d.feed(AbortAsked(JobResult.failure("shutdown", "SIGQUIT"), "quit", KillReason.QUIT))
     d.feed(StopAsked(grace_s=0))
@@ -362,7 +368,7 @@ def test_quit_kills_now_and_a_stop_without_grace_too():
 
 def test_a_stop_kills_a_busy_worker_and_waits_for_the_exit():
     d = Driver().start()
-    d.feed(JobOffered("j1"))
+    d.run_job(1, "j1")
     d.feed(StopAsked(grace_s=5))
     assert d.kills() == [(1, "stop")] and not d.core.finished
     d.exit(1, SIGKILL)
@@ -404,7 +410,7 @@ def test_a_worker_that_exits_by_itself_while_the_node_stops_is_no_error():
 
 def test_a_job_that_cannot_reach_the_worker_goes_back_to_the_caller():
     d = Driver().start()
-    d.feed(JobOffered("j1"))
+    d.run_job(1, "j1")
     actions = d.feed(SendFailed(1, "j1", "Host unreachable"))
     assert RefuseJob("j1", "the worker could not be reached") in actions
     assert d.kills() == [(1, "protocol")]
@@ -425,7 +431,7 @@ def test_a_start_that_fails_without_its_report_is_still_told_from_the_exit_statu
 
 
 def _watchdog(d):
-    d.feed(JobOffered("j"))
+    d.run_job(1, "j")
     d.advance(11)
 
 
@@ -434,7 +440,7 @@ def _heartbeat(d):
 
 
 def _drain(d):
-    d.feed(JobOffered("j"))
+    d.run_job(1, "j")
     d.feed(StopAsked())
     d.feed(AbortAsked(JobResult.failure("shutdown", "drain"), "the node is stopping", KillReason.DRAIN_DEADLINE))
 
@@ -451,7 +457,7 @@ HOW = {
     KillReason.RECYCLE: lambda d: (d.feed(RecycleAsked("SIGUSR1")), d.advance(6)),
     KillReason.DRAIN_DEADLINE: _drain,
     KillReason.QUIT: _quit,
-    KillReason.STOP: lambda d: (d.feed(JobOffered("j")), d.feed(StopAsked(grace_s=5))),
+    KillReason.STOP: lambda d: (d.run_job(1, "j"), d.feed(StopAsked(grace_s=5))),
 }
 
 

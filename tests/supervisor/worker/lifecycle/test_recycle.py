@@ -51,7 +51,7 @@ def test_the_next_worker_loads_while_the_current_one_serves_then_takes_over_when
     assert d.logs("worker_overlap_started")[0].fields == {"why": "SIGUSR1", "generation": 2, "current_pid": 1001}
     d.load(2)  # its states are not the node's
     assert d.core.state is S.READY and d.states() == ["starting", "ready"]
-    d.feed(JobOffered("during"))  # the current one goes on taking jobs
+    d.run_job(1, "during")  # the current one goes on taking jobs
     d.succeed(1, "during")
     assert jobs_sent(d) == [(1, "during")] and d.ended("during").ok
 
@@ -66,7 +66,7 @@ def test_the_next_worker_loads_while_the_current_one_serves_then_takes_over_when
     assert switched.fields["model_version"] == "reference-2" and switched.fields["since_asked_s"] == 2
     assert d.states() == ["starting", "ready", "busy", "ready"]  # never restarting, never starting
 
-    d.feed(JobOffered("after"))
+    d.run_job(d.core.current, "after")
     assert jobs_sent(d)[-1] == (2, "after")
     d.exit(1, 0)  # the old one exits by itself: routine, nothing restarted
     assert d.logs("worker_exited")[0].fields["kill_reason"] == "recycle" and d.spawns() == [1, 2]
@@ -75,23 +75,24 @@ def test_the_next_worker_loads_while_the_current_one_serves_then_takes_over_when
 
 def test_the_switch_waits_for_the_running_job_and_happens_as_it_ends():
     d = Driver(overlap=ALWAYS).start()
-    d.feed(JobOffered("long"))
+    d.run_job(d.core.current, "long")
     d.feed(RecycleAsked("config reloaded"))
     assert d.spawns() == [1, 2]  # at once: the job need not end first
     d.bring_up(2, ready=NEW)
     assert d.core.current == 1 and d.core.state is S.BUSY and not d.logs("worker_switched")
-    assert d.feed(JobOffered("waits")) == [RefuseJob("waits", "the worker is not ready")]  # busy, as ever
+    # The next one is ready: nothing new enters the current one, whose model stage is busy.
+    assert d.feed(JobOffered("waits")) == [RefuseJob("waits", "the worker is being replaced")]
     d.succeed(1, "long")
     assert d.ended("long").ok and d.core.current == 2 and d.logs("worker_switched")
     assert d.states()[-1] == "ready"  # busy -> ready, then the next one serves
-    d.feed(JobOffered("waits"))
+    d.run_job(d.core.current, "waits")
     assert jobs_sent(d) == [(1, "long"), (2, "waits")]
 
 
 def test_nothing_from_the_old_worker_is_taken_for_the_new_ones():
     d = recycling()
     d.bring_up(2, ready=NEW)
-    d.feed(JobOffered("j"))
+    d.run_job(d.core.current, "j")
     d.succeed(1, "j")  # the old worker, asked to exit, answers a job it never had
     assert d.core.state is S.BUSY and not d.of(EndJob) and d.logs("worker_result_unexpected")
     d.succeed(2, "j")
@@ -112,7 +113,7 @@ def test_auto_measures_first_and_overlaps_when_two_fit():
 
 def test_auto_falls_back_to_a_plain_recycle_when_memory_is_short():
     d = recycling(AUTO, overlap_margin_bytes=2 * GiB)
-    d.feed(JobOffered("j1"))
+    d.run_job(d.core.current, "j1")
     d.measured(1, footprint=30 * GiB, free=31 * GiB)
     assert d.logs("worker_overlap_decision")[0].fields["overlap"] is False
     assert overlaps(d) == ["fell_back"] and d.spawns() == [1] and d.core.state is S.BUSY
@@ -157,7 +158,7 @@ def test_a_next_worker_that_cannot_load_leaves_the_current_one_serving():
     assert "new.safetensors" in failed.fields["error"]
     assert overlaps(d) == ["failed"] and restarts(d) == [] and d.core.restarts == 0
     assert d.core.state is S.READY and d.core.current == 1 and d.core.next is None and d.spawns() == [1, 2]
-    d.feed(JobOffered("j"))
+    d.run_job(d.core.current, "j")
     assert jobs_sent(d) == [(1, "j")]
     d.feed(RecycleAsked("SIGUSR1"))  # the next ask tries again
     assert d.spawns() == [1, 2, 3]
@@ -184,7 +185,7 @@ def test_a_next_worker_not_ready_in_its_startup_time_is_killed_and_the_recycle_f
 
 def test_a_ready_next_worker_that_falls_silent_while_it_waits_is_killed():
     d = recycling(heartbeat_timeout_s=3, inference_timeout_s=600)
-    d.feed(JobOffered("long"))
+    d.run_job(d.core.current, "long")
     d.bring_up(2, ready=NEW)
     for _ in range(3):
         d.advance(1)
@@ -201,7 +202,7 @@ def test_a_ready_next_worker_that_falls_silent_while_it_waits_is_killed():
 
 def test_a_current_worker_killed_by_the_watchdog_mid_overlap_hands_over_to_the_loading_next():
     d = recycling(inference_timeout_s=10, heartbeat_timeout_s=1000)
-    d.feed(JobOffered("hang"))
+    d.run_job(d.core.current, "hang")
     d.load(2)
     d.advance(10.1)
     assert d.kills() == [(1, "watchdog")] and d.core.state is S.RESTARTING
@@ -216,7 +217,7 @@ def test_a_current_worker_killed_by_the_watchdog_mid_overlap_hands_over_to_the_l
 
 def test_a_current_worker_crashing_while_the_next_waits_ready_hands_over_at_once():
     d = recycling()
-    d.feed(JobOffered("j"))
+    d.run_job(d.core.current, "j")
     d.bring_up(2, ready=NEW)
     d.exit(1, SIGSEGV)
     assert d.ended("j").error_code == "worker_crashed"
@@ -266,7 +267,7 @@ def test_a_second_recycle_ends_the_loading_next_worker_and_starts_a_fresh_one_on
 
 def test_a_second_recycle_asks_a_ready_waiting_next_worker_to_exit():
     d = recycling(stop_grace_s=5)
-    d.feed(JobOffered("long"))
+    d.run_job(d.core.current, "long")
     d.bring_up(2)
     d.feed(RecycleAsked("SIGUSR1"))
     assert d.of(Send)[-1] == Send(2, Shutdown()) and d.kills() == []
@@ -300,7 +301,7 @@ def test_a_reload_mid_overlap_applies_its_limits_to_the_next_worker_too():
 
 def test_a_reload_that_turns_overlap_off_mid_overlap_lets_the_one_under_way_finish():
     d = recycling()
-    d.feed(JobOffered("long"))
+    d.run_job(d.core.current, "long")
     d.load(2)
     d.feed(Reconfigured(Limits(overlap=NEVER)))  # a HUP that changes only worker.overlap
     d.message(2, NEW)
@@ -310,7 +311,7 @@ def test_a_reload_that_turns_overlap_off_mid_overlap_lets_the_one_under_way_fini
 
 def test_a_reload_that_changes_the_worker_and_turns_overlap_off_recycles_plainly_once_the_next_is_gone():
     d = recycling()
-    d.feed(JobOffered("long"))
+    d.run_job(d.core.current, "long")
     d.load(2)
     d.feed(Reconfigured(Limits(overlap=NEVER)))
     d.feed(RecycleAsked("config reloaded"))  # new model settings: worker 2 loads the old ones
@@ -328,7 +329,7 @@ def test_a_reload_that_changes_the_worker_and_turns_overlap_off_recycles_plainly
 
 def test_a_drain_deadline_mid_overlap_ends_both_workers_and_is_no_failed_recycle():
     d = recycling()
-    d.feed(JobOffered("j"))
+    d.run_job(d.core.current, "j")
     d.load(2)
     d.feed(StopAsked())  # the drain's deadline: no restart, no switch from now on
     shutdown = JobResult.failure("shutdown", "the node stopped before the job could finish")
@@ -343,7 +344,7 @@ def test_a_drain_deadline_mid_overlap_ends_both_workers_and_is_no_failed_recycle
 
 def test_a_drain_that_ends_in_time_stops_a_ready_next_worker_with_the_current_one():
     d = recycling(stop_grace_s=5)
-    d.feed(JobOffered("j"))
+    d.run_job(d.core.current, "j")
     d.bring_up(2)
     d.succeed(1, "j")  # the switch happens: the drain's queued jobs would run on worker 2
     assert d.core.current == 2
