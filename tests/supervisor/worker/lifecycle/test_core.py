@@ -16,7 +16,7 @@ from supervisor.worker.lifecycle.core import Lifecycle
 from supervisor.jobs.job import JobResult
 from supervisor.worker.lifecycle.events import (
     AbortAsked, CancelAsked, CountRestart, EndJob, GiveUp, JobOffered, Limits, Reconfigured, RecycleAsked,
-    RefuseJob, ReportReady, ReportStage, ReportState, Send, SendFailed, SendJob, SetTimer, SpawnFailed, Start,
+    RefuseJob, ReportReady, ReportStage, Send, SendFailed, SendJob, SetTimer, SpawnFailed, Start,
     StopAsked, Timer, TimerKind, Undecodable,
 )
 from supervisor.worker.overlap import OverlapMode
