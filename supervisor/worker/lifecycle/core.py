@@ -283,7 +283,9 @@ class Lifecycle(WorkerMessages, Recycling):
         self._out.emit(Send(gen.number, Shutdown()))
         self._out.set_timer(Timer(TimerKind.RETIRE, gen.number), grace_s)
 
-    def _abort(self, gen: Generation, result: JobResult, reason: KillReason, for_jobs: frozenset[str] | None = None) -> None:
+    def _abort(
+        self, gen: Generation, result: JobResult, reason: KillReason, for_jobs: frozenset[str] | None = None,
+    ) -> None:
         """Kill `gen`; its jobs end with `result` (only `for_jobs`, where given: the others
         as in any crash)."""
         if gen.abort_result is None:
