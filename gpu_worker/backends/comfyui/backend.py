@@ -23,7 +23,8 @@ from gpu_worker import imaging
 from comfyui_config import settings as comfyui_settings, workflow as comfyui_workflow
 from gpu_worker.backends.comfyui import allocator as comfyui_allocator, progress as comfyui_progress
 from comfyui_config.models import MODEL_FILE_SUFFIXES
-from gpu_worker.backends.comfyui.runtime import OOM_TYPES, ComfyUIRuntime, GraphResult
+from gpu_worker.backends.comfyui.oom import is_out_of_memory
+from gpu_worker.backends.comfyui.runtime import ComfyUIRuntime, GraphResult
 from comfyui_config.settings import ComfyUISettings
 from comfyui_config.workflow import OUTPUT_NODE_ID, JobKeys, WorkflowError
 from gpu_worker.engine import (
@@ -240,7 +241,7 @@ class ComfyUIBackend:
                 raise JobCancelled("cancelled while the graph ran")
             raise JobError("backend_error", "the graph was interrupted")
         error = result.error or {}
-        if error.get("exception_type") in OOM_TYPES or str(error.get("exception_type", "")).endswith("OutOfMemoryError"):
+        if is_out_of_memory(error):
             # The first line only: the engine appends tips for its UI's users.
             raise GraphOutOfMemory(self._failure_message(result).split("\n", 1)[0])
         raise JobError("backend_error", self._failure_message(result))

@@ -31,10 +31,8 @@ from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
 from gpu_worker.backends.comfyui import custom_nodes as comfyui_custom_nodes, optional as comfyui_optional
-from gpu_worker.backends.comfyui import options as comfyui_options, workdir as comfyui_workdir
+from gpu_worker.backends.comfyui import options as comfyui_options, shapes as comfyui_shapes, workdir as comfyui_workdir
 
-# Exception types that mean out of memory, as the engine reports them (module.qualname).
-OOM_TYPES = frozenset({"torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError", "MemoryError"})
 # How often a cancelled job's interrupt is asserted again while the graph runs: the engine
 # clears the flag when a prompt starts, so one early interrupt could be lost.
 INTERRUPT_REPEAT_S = 0.05
@@ -79,7 +77,10 @@ class ComfyUIRuntime:
         self.version = comfyui_version(self.root)
         self.device = "cpu"
         self.executor: Any = None
-        self.stand_ins: list[str] = []  # packages the engine imports that are served by stand-ins
+        self.stand_ins: list[str] = []
+        self.fixups: list[str] = []  # options set as the engine's main.py sets them after parsing
+        self.autotune_set = False  # cudnn's benchmark turned on here for `fast: autotune`
+        self.cache: comfyui_shapes.CacheChoice | None = None  # packages the engine imports that are served by stand-ins
         self.packs: list[comfyui_custom_nodes.PackOutcome] = []
         self._server = _Silent()
         self._nodes: Any = None
@@ -118,19 +119,14 @@ class ComfyUIRuntime:
         self._init_nodes(nodes, folder_paths)
         nodes.NODE_CLASS_MAPPINGS.update(extra_nodes)
         self._nodes, self._execution, self._mm = nodes, execution, mm
+        self.autotune_set = comfyui_shapes.apply_autotune(args, torch)
         # One executor for the life of the worker: its caches keep loader outputs (the
-        # weights) between jobs. The cache type as ComfyUI's own job loop picks it from the
-        # options; `ram_inactive`: a key newer engines read.
-        cache_type = execution.CacheType.CLASSIC
-        if args.cache_lru > 0:
-            cache_type = execution.CacheType.LRU
-        elif getattr(args, "cache_ram", 0) > 0:
-            cache_type = execution.CacheType.RAM_PRESSURE
-        elif args.cache_none:
-            cache_type = execution.CacheType.NONE
+        # weights) between jobs. The cache type as the engine's own job loop picks it from
+        # the options (`shapes.choose_cache`: cache_ram a number or a list).
+        cache = comfyui_shapes.choose_cache(args)
+        self.cache = cache
         self.executor = execution.PromptExecutor(
-            self._server, cache_type=cache_type,
-            cache_args={"lru": args.cache_lru, "ram": float(getattr(args, "cache_ram", 0)), "ram_inactive": 0.0},
+            self._server, cache_type=getattr(execution.CacheType, cache.kind), cache_args=cache.args,
         )
 
     def engine_options(self) -> dict[str, Any]:
@@ -147,6 +143,8 @@ class ComfyUIRuntime:
             comfyui_options.apply(self.options, cli_args.parser, cli_args.args, self.key)
         except comfyui_options.OptionsError as exc:
             raise EngineStartError("; ".join(exc.problems)) from None
+        # What the engine's own main.py sets after parsing (it never runs embedded).
+        self.fixups = comfyui_shapes.post_parse_fixups(cli_args.args)
         missing = comfyui_options.missing_packages(self.options, self.key)
         if missing:
             raise EngineStartError("; ".join(missing))
@@ -199,12 +197,12 @@ class ComfyUIRuntime:
     def _set_folders(self, folder_paths) -> None:
         # The defaults point into the ComfyUI checkout (or site-packages, when vendored).
         assert self._work_dir is not None
-        for name in ("input", "output", "temp", "user"):
-            path = Path(self._work_dir) / name
+        def folder(name: str) -> str:
+            path = Path(self._work_dir) / name  # type: ignore[arg-type]
             path.mkdir(exist_ok=True)
-            setter = getattr(folder_paths, f"set_{name}_directory", None)
-            if setter is not None:
-                setter(str(path))
+            return str(path)
+
+        comfyui_shapes.set_folders(folder_paths, folder)
         if self.models_dir is not None:
             old = folder_paths.models_dir
             folder_paths.models_dir = self.models_dir
