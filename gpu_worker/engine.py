@@ -84,6 +84,12 @@ class JobError(Exception):
         self.message = message
 
 
+class Unrunnable(Exception):
+    """The backend cannot run its model right on what is installed (a checkpoint the engine
+    would run degraded, say): no retry can mend that, so the worker exits UNRUNNABLE and the
+    supervisor gives up at once instead of restarting it."""
+
+
 class JobCancelled(JobError):
     def __init__(self, message: str = "cancelled") -> None:
         super().__init__("cancelled", message)

@@ -27,7 +27,7 @@ import time
 import zmq
 
 from gpu_worker import progress, release, wire
-from gpu_worker.engine import BackendContext, Engine, JobInputs
+from gpu_worker.engine import BackendContext, Engine, JobInputs, Unrunnable
 from gpu_worker.stdio import capture_stdout
 from ipc import codec, jsonlog
 from ipc.exit_codes import WorkerExit
@@ -110,7 +110,8 @@ class WorkerProcess:
             events.exception("worker_load_failed", backend=spec.backend)
             self.send(StartupFailed(reason=type(exc).__name__, message=str(exc)))
             self.close()
-            return WorkerExit.LOAD_FAILED
+            # A model the engine cannot run right: a restart would refuse it again.
+            return WorkerExit.UNRUNNABLE if isinstance(exc, Unrunnable) else WorkerExit.LOAD_FAILED
         self.send(wire.ready(engine))
         events.info("worker_ready", load_time_s=round(engine.load_time_s, 3), **engine.info._asdict())
         thread = threading.Thread(target=self._job_thread, args=(engine,), name="job", daemon=True)

@@ -27,6 +27,7 @@ class ExitReport(NamedTuple):
     fields: dict[str, Any]  # of its worker_exited line
     job_result: JobResult  # how its running job (if any) ended
     unreported_startup_failure: bool  # its status says the start failed, and no report came
+    permanent: bool = False  # its status says no restart can mend it (ipc.exit_codes.UNRUNNABLE)
 
 
 @dataclass(eq=False)
@@ -100,6 +101,7 @@ class Generation:
             decoded.reason, exit_log_level(self.kill_reason, stopping, decoded.startup_failed), fields,
             self.abort_result or crashed,
             decoded.startup_failed and self.startup_failure is None and self.ready_at is None,
+            decoded.permanent and self.ready_at is None,
         )
 
     def failure(self, exit_report: ExitReport) -> str:
