@@ -54,6 +54,8 @@ def read_header(path: Path) -> dict[str, Any]:
             if length > MAX_HEADER_BYTES:
                 raise CheckpointError(f"{path}: not a safetensors file (header of {length} bytes)")
             blob = f.read(length)
+            if len(blob) < length:
+                raise CheckpointError(f"{path}: not a safetensors file (its header is cut short)")
     except OSError as exc:
         raise CheckpointError(f"{path}: {exc.strerror or exc}") from None
     try:

@@ -61,6 +61,8 @@ class LoadInfo(NamedTuple):
     device: str
     torch_version: str | None = None
     comfyui_version: str | None = None
+    comfyui_commit: str | None = None  # the engine checkout's commit, where it has one
+    engine_tested: bool | None = None  # whether this node is tested with that engine version
     engine_options: dict[str, Any] | None = None  # the engine's start-up options in force
     gpu_compute_capability: str | None = None  # "9.0"; None on the CPU
 

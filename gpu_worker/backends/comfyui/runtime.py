@@ -23,13 +23,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
-import re
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
+from comfyui_config import engine as comfyui_engine
 from gpu_worker.backends.comfyui import custom_nodes as comfyui_custom_nodes, optional as comfyui_optional
 from gpu_worker.backends.comfyui import options as comfyui_options, shapes as comfyui_shapes, workdir as comfyui_workdir
 
@@ -53,12 +53,7 @@ class GraphResult(NamedTuple):
 
 def comfyui_version(root: Path) -> str | None:
     """The version the checkout declares (comfyui_version.py), without importing it."""
-    try:
-        text = (root / "comfyui_version.py").read_text(encoding="utf-8")
-    except OSError:
-        return None
-    match = re.search(r"__version__\s*=\s*['\"]([^'\"]+)['\"]", text)
-    return match.group(1) if match else None
+    return comfyui_engine.read_version(root)
 
 
 class ComfyUIRuntime:
@@ -74,7 +69,8 @@ class ComfyUIRuntime:
         self.options = dict(options or {})
         self.custom_node_folders = custom_node_folders  # None: no packs; []: the root's only
         self.key = key  # where the settings are in the config, for messages
-        self.version = comfyui_version(self.root)
+        self.engine = comfyui_engine.info(self.root)  # version and commit, from its files
+        self.version = self.engine.version
         self.device = "cpu"
         self.executor: Any = None
         self.stand_ins: list[str] = []
@@ -84,6 +80,7 @@ class ComfyUIRuntime:
         self.packs: list[comfyui_custom_nodes.PackOutcome] = []
         self._server = _Silent()
         self._nodes: Any = None
+        self._folder_paths: Any = None
         self._execution: Any = None
         self._mm: Any = None
         self._cli_args: Any = None
@@ -98,6 +95,9 @@ class ComfyUIRuntime:
         if root not in sys.path:
             sys.path.insert(0, root)
         self._apply_options()  # argparse only so far: a bad option fails before torch loads
+        missing = comfyui_optional.missing_required(root)
+        if missing:
+            raise EngineStartError("; ".join(missing))
         import torch
 
         self.stand_ins = comfyui_optional.install()
@@ -107,6 +107,7 @@ class ComfyUIRuntime:
         import folder_paths
 
         self._set_folders(folder_paths)
+        self._folder_paths = folder_paths
         import comfy.model_management as mm
         import execution
         import nodes
@@ -128,6 +129,10 @@ class ComfyUIRuntime:
         self.executor = execution.PromptExecutor(
             self._server, cache_type=getattr(execution.CacheType, cache.kind), cache_args=cache.args,
         )
+
+    def find_model(self, folder: str, name: str) -> str | None:
+        """Where the engine finds a model file of one of its folders (None: nowhere)."""
+        return self._folder_paths.get_full_path(folder, name)
 
     def engine_options(self) -> dict[str, Any]:
         """The engine's start-up options in force now: each one that differs from its default."""
