@@ -218,9 +218,8 @@ def comfyui_engine_fit(loaded: LoadedConfig) -> list[Problem]:
             continue  # reported by comfyui_files
         try:
             header = comfyui_checkpoint.read_header(path)
-        except comfyui_checkpoint.CheckpointError as exc:
-            problems.append(Problem(f"{key}.models_dir", str(exc)))
-            continue
+        except comfyui_checkpoint.CheckpointError:
+            continue  # the engine's loader judges a file that is no safetensors (a .ckpt, say)
         problems += [Problem(f"{key}.models_dir", p) for p in comfyui_checkpoint.refusals(name, header, abilities)]
     return problems
 
