@@ -173,8 +173,10 @@ class Engine:
         # Plain strings for the wire (torch.__version__, say, is a str subclass).
         info = loaded._replace(**{
             name: None if value is None else str(value)
-            for name, value in loaded._asdict().items() if name != "engine_options"
+            for name, value in loaded._asdict().items() if name not in ("engine_options", "engine_tested")
         })
+        if info.engine_tested is not None:
+            info = info._replace(engine_tested=bool(info.engine_tested))
         if model_version:
             info = info._replace(model_version=model_version)
         return cls(backend, info, time.perf_counter() - started)
