@@ -104,6 +104,9 @@ def shrink_working_resolution(divisor: int, node_types: dict[str, type]) -> None
     flux._gpu_server_full_presets = presets
     flux.PREFERED_KONTEXT_RESOLUTIONS[:] = scaled_presets(presets, divisor)
     qwen.math = _ScaledSqrt(divisor)
+    scale = node_types.get("GpuServerQwenReferenceScale")  # the node's copy of the encoder's sizing
+    if scale is not None:
+        sys.modules[scale.__module__].math = _ScaledSqrt(divisor)
 
 
 def scaled_presets(presets: list[tuple[int, int]], divisor: int) -> list[tuple[int, int]]:

@@ -1,6 +1,12 @@
 """Random-weight stand-ins for the four model files of the Qwen-Image-Edit try-on workflow.
 
     python bench/qwen_weights.py --out DIR [--size ci|full] [--seed 0] [--device cpu|cuda]
+                                 [--variant 2509|2511] [--only diffusion_model|text_encoder|vae|lora]
+
+`--variant 2511` writes the names of conf/workflows/qwen_image_edit_2511_tryon.json and adds
+Comfy-Org's `__index_timestep_zero__` marker key to the diffusion model (an empty tensor): the
+file an engine without that reference method must refuse (tests/integration/
+test_comfyui_engine_refusal.py writes only that file).
 
 Writes, under DIR, the files the shipped workflow (conf/workflows/qwen_image_edit_tryon.json)
 loads, in the folders its loaders read (diffusion_models/, text_encoders/, vae/, loras/), as
@@ -61,6 +67,11 @@ sys.path.insert(0, str(REPO))  # run as a script
 
 from bench.qwen_shrink import FULL, SIZES, Shrink, shrink_text_encoder  # noqa: E402
 WORKFLOW = REPO / "conf" / "workflows" / "qwen_image_edit_tryon.json"
+# Model release -> the shipped workflow whose loaders name its files. 2511's diffusion model
+# also carries Comfy-Org's marker key (an empty tensor): an engine without the reference
+# method it asks for must refuse the file (CI proves it on 0.3.75).
+VARIANTS = {"2509": WORKFLOW, "2511": REPO / "conf" / "workflows" / "qwen_image_edit_2511_tryon.json"}
+MARKERS = {"2511": ("__index_timestep_zero__",)}
 # Bump when what is written changes: cached files of another version are written again.
 FORMAT_VERSION = 1
 LORA_RANK = 64
@@ -304,30 +315,33 @@ def write_safetensors(path: Path, tensors: list[Tensor], seed: int, torch, devic
     return 8 + len(blob) + offset
 
 
-def plan(shrink: Shrink, root: Path) -> dict[str, list[Tensor]]:
-    """Role -> the tensors of its file, from the engine's classes on meta."""
+def plan(shrink: Shrink, root: Path, variant: str = "2509", only: str | None = None) -> dict[str, list[Tensor]]:
+    """Role -> the tensors of its file, from the engine's classes on meta (`only`: that role)."""
     torch = import_engine(root)
     model = diffusion_model(torch, shrink)
-    return {
-        "diffusion_model": diffusion_tensors(torch, model),
-        "text_encoder": text_encoder_tensors(torch, shrink),
-        "vae": vae_tensors(torch),
-        "lora": lora_tensors(torch, model),
+    makers = {
+        "diffusion_model": lambda: diffusion_tensors(torch, model)
+        + [Tensor(marker, (0,), torch.bfloat16, "zeros") for marker in MARKERS.get(variant, ())],
+        "text_encoder": lambda: text_encoder_tensors(torch, shrink),
+        "vae": lambda: vae_tensors(torch),
+        "lora": lambda: lora_tensors(torch, model),
     }
+    return {role: make() for role, make in makers.items() if only in (None, role)}
 
 
 def write_all(out: Path, shrink: Shrink, seed: int = 0, device: str = "cpu", root: Path | None = None,
-              progress: Callable[[str], None] = print) -> dict[str, Path]:
+              progress: Callable[[str], None] = print, variant: str = "2509", only: str | None = None) -> dict[str, Path]:
     """Write the four files under `out` (models_dir layout); role -> path."""
     root = root or vendored_root()
     if root is None:
         raise RuntimeError("no ComfyUI root: pass --comfyui-path, or install the test engine (make test)")
     torch = import_engine(root)
-    files = model_files()
+    files = model_files(VARIANTS[variant])
     metadata = {"format": "pt", "generator": f"gpu-server bench/qwen_weights.py v{FORMAT_VERSION}",
-                "seed": str(seed), "shrink": json.dumps(shrink.as_dict()), "random_weights": "true"}
+                "seed": str(seed), "shrink": json.dumps(shrink.as_dict()), "random_weights": "true",
+                "variant": variant}
     written = {}
-    for role, tensors in plan(shrink, root).items():
+    for role, tensors in plan(shrink, root, variant, only).items():
         folder, name = files[role]
         started = time.perf_counter()
         path = out / folder / name
@@ -394,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="where random values are generated (cuda is faster)")
     parser.add_argument("--comfyui-path", type=Path, help="ComfyUI root [the test engine's vendored copy]")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="2509",
+                        help="the model release: its workflow's file names (2511: and its marker key)")
+    parser.add_argument("--only", choices=["diffusion_model", "text_encoder", "vae", "lora"],
+                        help="write only this file")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     shrink = Shrink(**json.loads(args.shrink_json)) if args.shrink_json else SIZES[args.size]
@@ -403,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.out is None:
         parser.error("--out is required (or --plan)")
-    write_all(args.out, shrink, args.seed, args.device, args.comfyui_path, progress=lambda m: print(m, flush=True))
+    write_all(args.out, shrink, args.seed, args.device, args.comfyui_path, progress=lambda m: print(m, flush=True),
+              variant=args.variant, only=args.only)
     return 0
 
 

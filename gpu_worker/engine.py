@@ -64,6 +64,8 @@ class LoadInfo(NamedTuple):
     device: str
     torch_version: str | None = None
     comfyui_version: str | None = None
+    comfyui_commit: str | None = None  # the engine checkout's commit, where it has one
+    engine_tested: bool | None = None  # whether this node is tested with that engine version
     engine_options: dict[str, Any] | None = None  # the engine's start-up options in force
     gpu_compute_capability: str | None = None  # "9.0"; None on the CPU
 
@@ -85,6 +87,12 @@ class JobError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class Unrunnable(Exception):
+    """The backend cannot run its model right on what is installed (a checkpoint the engine
+    would run degraded, say): no retry can mend that, so the worker exits UNRUNNABLE and the
+    supervisor gives up at once instead of restarting it."""
 
 
 class JobCancelled(JobError):
@@ -203,8 +211,10 @@ class Engine:
         # Plain strings for the wire (torch.__version__, say, is a str subclass).
         info = loaded._replace(**{
             name: None if value is None else str(value)
-            for name, value in loaded._asdict().items() if name != "engine_options"
+            for name, value in loaded._asdict().items() if name not in ("engine_options", "engine_tested")
         })
+        if info.engine_tested is not None:
+            info = info._replace(engine_tested=bool(info.engine_tested))
         if model_version:
             info = info._replace(model_version=model_version)
         return cls(backend, info, time.perf_counter() - started)

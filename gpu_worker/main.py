@@ -34,7 +34,7 @@ import time
 import zmq
 
 from gpu_worker import progress, release, wire
-from gpu_worker.engine import BackendContext, Engine
+from gpu_worker.engine import BackendContext, Engine, Unrunnable
 from gpu_worker.stdio import capture_stdout
 from ipc import codec, jsonlog
 from ipc.exit_codes import WorkerExit
@@ -183,7 +183,8 @@ class WorkerProcess:
             events.exception("worker_load_failed", backend=spec.backend)
             self.send(StartupFailed(reason=type(exc).__name__, message=str(exc)))
             self.close()
-            return WorkerExit.LOAD_FAILED
+            # A model the engine cannot run right: a restart would refuse it again.
+            return WorkerExit.UNRUNNABLE if isinstance(exc, Unrunnable) else WorkerExit.LOAD_FAILED
         self.send(wire.ready(engine))
         events.info("worker_ready", load_time_s=round(engine.load_time_s, 3), staged=engine.staged,
                     **engine.info._asdict())

@@ -36,6 +36,8 @@ def ready(engine: Engine) -> Ready:
         load_time_s=engine.load_time_s,
         torch_version=info.torch_version,
         comfyui_version=info.comfyui_version,
+        comfyui_commit=info.comfyui_commit,
+        engine_tested=info.engine_tested,
         engine_options=info.engine_options,
         gpu_compute_capability=info.gpu_compute_capability,
     )

@@ -38,6 +38,8 @@ class Ready(Message, tag="ready"):
     load_time_s: float
     torch_version: str | None = None
     comfyui_version: str | None = None
+    comfyui_commit: str | None = None
+    engine_tested: bool | None = None  # the engine version is one this node is tested with
     # The engine's start-up options in force (ComfyUI's, by their underscored names); None
     # where the backend has none.
     engine_options: dict[str, Any] | None = None

@@ -103,6 +103,8 @@ def check_config(loaded: config_module.LoadedConfig) -> int:
     from supervisor import preflight
 
     problems = preflight.run(loaded)
+    for warning in preflight.warnings(loaded):
+        print(f"gpu-server: WARNING: {warning}", file=sys.stderr)
     if problems:
         _print_problems(str(loaded.path), problems)
         return EXIT_CONFIG

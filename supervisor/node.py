@@ -333,7 +333,8 @@ class Node:
     # --- helpers -------------------------------------------------------------------
 
     def _on_worker_ready(self, ready: Ready) -> None:
-        self._set_build_info(ready.model_version)
+        self._set_build_info(ready.model_version, ready)
 
-    def _set_build_info(self, model_version: str) -> None:
-        self.metrics.set_build_info(self.version, self.git_commit, self.config.worker.backend, model_version)
+    def _set_build_info(self, model_version: str, ready: Ready | None = None) -> None:
+        self.metrics.set_build_info(self.version, self.git_commit, self.config.worker.backend, model_version,
+                                    ready.comfyui_version if ready else None, ready.comfyui_commit if ready else None)

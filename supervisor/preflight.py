@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from comfyui_config import checkpoint as comfyui_checkpoint, engine as comfyui_engine
 from comfyui_config import models as comfyui_models, settings as comfyui_settings, workflow as comfyui_workflow
 from supervisor.config import LoadedConfig
 from supervisor.config.check import Broken, Problem, check, key_lines, locate
@@ -180,5 +181,67 @@ def comfyui_options(loaded: LoadedConfig) -> list[Problem]:
     return [_as_problem(p) for p in problems]
 
 
+def _comfyui_parts(loaded: LoadedConfig):
+    """(settings, workflow) when both can be read; None otherwise (reported elsewhere)."""
+    key = comfyui_settings.DEFAULT_KEY
+    raw = loaded.config.model.comfyui
+    if check(raw, comfyui_settings.ComfyUISettings, key):
+        return None
+    settings = comfyui_settings.parse(raw, str(loaded.base_dir), key, check=False)
+    if not Path(settings.workflow).is_file() or not Path(settings.path).is_dir():
+        return None
+    try:
+        return settings, comfyui_workflow.load(settings.workflow)
+    except comfyui_workflow.WorkflowError:
+        return None
+
+
+def comfyui_engine_fit(loaded: LoadedConfig) -> list[Problem]:
+    """What the worker's start would refuse for good: a diffusion model (read from its
+    safetensors header) or a reference method this engine (read from its files) cannot run
+    right: a Qwen-Image-Edit-2511 checkpoint without index_timestep_zero, say."""
+    parts = _comfyui_parts(loaded)
+    if parts is None:
+        return []
+    settings, workflow = parts
+    key = comfyui_settings.DEFAULT_KEY
+    root = Path(settings.path)
+    abilities = comfyui_checkpoint.Abilities(
+        comfyui_engine.read_version(root), comfyui_engine.reference_methods_in_source(root),
+        comfyui_engine.reads_comfy_quant(root))
+    models_dir = settings.models_dir or str(root / "models")
+    folders = comfyui_models.model_folders(models_dir, settings.extra_model_paths) if Path(models_dir).is_dir() else []
+    problems = [Problem(f"{key}.workflow", p) for p in comfyui_checkpoint.method_refusals(workflow, abilities)]
+    for _node_id, _folder, name in comfyui_checkpoint.diffusion_files(workflow):
+        path = next((folder / name for folder in folders if (folder / name).is_file()), None)
+        if path is None:
+            continue  # reported by comfyui_files
+        try:
+            header = comfyui_checkpoint.read_header(path)
+        except comfyui_checkpoint.CheckpointError:
+            continue  # the engine's loader judges a file that is no safetensors (a .ckpt, say)
+        problems += [Problem(f"{key}.models_dir", p) for p in comfyui_checkpoint.refusals(name, header, abilities)]
+    return problems
+
+
+def warnings(loaded: LoadedConfig) -> list[str]:
+    """What a start would say at WARNING without refusing: an engine version this node is
+    not tested with (comfyui_config.engine.TESTED)."""
+    try:
+        if loaded.config.worker.backend != "comfyui":
+            return []
+        raw = loaded.config.model.comfyui
+    except Broken:
+        return []
+    key = comfyui_settings.DEFAULT_KEY
+    if check(raw, comfyui_settings.ComfyUISettings, key):
+        return []
+    settings = comfyui_settings.parse(raw, str(loaded.base_dir), key, check=False)
+    if not Path(settings.path).is_dir():
+        return []
+    untested = comfyui_engine.untested_warning(comfyui_engine.info(Path(settings.path)))
+    return [f"{key}.path: {untested}"] if untested else []
+
+
 CHECKS: list[Check] = [spool_folder]
-BACKEND_CHECKS: dict[str, list[Check]] = {"comfyui": [comfyui_files, comfyui_options]}
+BACKEND_CHECKS: dict[str, list[Check]] = {"comfyui": [comfyui_files, comfyui_options, comfyui_engine_fit]}

@@ -76,6 +76,8 @@ def version_body(node: NodeServices) -> dict[str, Any]:
         "model_version": ready.model_version if ready else node.config.model.version,
         "torch": ready.torch_version if ready else None,
         "comfyui": ready.comfyui_version if ready else None,
+        "comfyui_commit": ready.comfyui_commit if ready else None,
+        "engine_tested": ready.engine_tested if ready else None,
         "engine_options": ready.engine_options if ready else None,
         "gpu_compute_capability": ready.gpu_compute_capability if ready else None,
     }

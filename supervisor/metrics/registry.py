@@ -128,8 +128,8 @@ class Metrics:
         )
         self.build_info = Gauge(
             f"{PREFIX}_build_info",
-            "Always 1; the labels say what runs",
-            ["version", "git_commit", "backend", "model_version"],
+            "Always 1; the labels say what runs (comfyui, comfyui_commit: the engine's; empty where none)",
+            ["version", "git_commit", "backend", "model_version", "comfyui", "comfyui_commit"],
             registry=r,
         )
         # Every known label value exists from the start, so rate() works from the first scrape.
@@ -161,9 +161,10 @@ class Metrics:
         self.spool_pending.set_function(lambda: float(spool_pending()))
         self.spool_dead.set_function(lambda: float(spool_dead()))
 
-    def set_build_info(self, version: str, git_commit: str, backend: str, model_version: str) -> None:
+    def set_build_info(self, version: str, git_commit: str, backend: str, model_version: str,
+                       comfyui: str | None = None, comfyui_commit: str | None = None) -> None:
         self.build_info.clear()
-        self.build_info.labels(version, git_commit, backend, model_version).set(1)
+        self.build_info.labels(version, git_commit, backend, model_version, comfyui or "", comfyui_commit or "").set(1)
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()

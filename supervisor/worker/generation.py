@@ -35,6 +35,7 @@ class ExitReport(NamedTuple):
     fields: dict[str, Any]  # of its worker_exited line
     job_results: dict[str, JobResult]  # how each job it held ended, by id
     unreported_startup_failure: bool  # its status says the start failed, and no report came
+    permanent: bool = False  # its status says no restart can mend it (ipc.exit_codes.UNRUNNABLE)
 
 
 @dataclass(eq=False)
@@ -133,6 +134,7 @@ class Generation:
         return ExitReport(
             decoded.reason, exit_log_level(self.kill_reason, stopping, decoded.startup_failed), fields, results,
             decoded.startup_failed and self.startup_failure is None and self.ready_at is None,
+            decoded.permanent and self.ready_at is None,
         )
 
     def failure(self, exit_report: ExitReport) -> str:

@@ -12,7 +12,7 @@ import enum
 import signal
 from typing import NamedTuple
 
-from ipc.exit_codes import is_startup_failure, meaning
+from ipc.exit_codes import is_permanent, is_startup_failure, meaning
 
 
 class KillReason(str, enum.Enum):
@@ -59,6 +59,7 @@ class ExitReason(NamedTuple):
     reason: str  # a RestartReason's value, or the KillReason's when no restart follows
     description: str
     startup_failed: bool = False  # the worker said (by its status) that it could not start
+    permanent: bool = False  # ... for a reason a restart would meet again: no restart follows
 
 
 def describe_exit(returncode: int, killed_for: KillReason | None = None) -> ExitReason:
@@ -75,7 +76,8 @@ def describe_exit(returncode: int, killed_for: KillReason | None = None) -> Exit
             f"{description}, ended by the supervisor ({killed_for.value})",
         )
     if returncode >= 0:
-        return ExitReason(RestartReason.EXIT.value, description, is_startup_failure(returncode))
+        return ExitReason(RestartReason.EXIT.value, description, is_startup_failure(returncode),
+                          is_permanent(returncode))
     if -returncode == signal.SIGKILL:
         # Not ours: most often the kernel's OOM killer.
         return ExitReason(

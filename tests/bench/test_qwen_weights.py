@@ -121,3 +121,13 @@ def test_the_ci_files_hold_the_shrunk_depths_and_everything_else_at_full_size():
     assert "model.embed_tokens.weight" in te  # the whole vocabulary
     assert plan["vae"]["bytes"] == 253785062  # as at full size
     assert qwen_weights.cache_key(CI, 0) != qwen_weights.cache_key(CI, 1) != qwen_weights.cache_key(FULL, 0)
+
+
+def test_the_2511_variant_names_the_2511_workflows_files_and_marks_its_diffusion_model():
+    assert qwen_weights.model_files(qwen_weights.VARIANTS["2511"]) == {
+        "diffusion_model": ("diffusion_models", "qwen_image_edit_2511_fp8mixed.safetensors"),
+        "text_encoder": ("text_encoders", "qwen_2.5_vl_7b_fp8_scaled.safetensors"),
+        "vae": ("vae", "qwen_image_vae.safetensors"),
+        "lora": ("loras", "Qwen-Image-Edit-2511-Lightning-4steps-V1.0-bf16.safetensors"),
+    }
+    assert qwen_weights.MARKERS["2511"] == ("__index_timestep_zero__",) and "2509" not in qwen_weights.MARKERS

@@ -149,3 +149,22 @@ def test_without_the_engine_a_valid_mapping_has_no_problems():
 def test_without_the_engine_each_mapping_problem_is_named(change, problem):
     problems = wf.check_without_engine(WORKFLOW, settings(**change))
     assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_the_shipped_2511_workflow_takes_the_production_mapping_with_upstreams_template_values():
+    from pathlib import Path
+
+    from comfyui_config import settings as comfyui_settings
+    from tests.support.qwen import production_comfyui
+
+    path = Path(__file__).resolve().parents[2] / "conf" / "workflows" / "qwen_image_edit_2511_tryon.json"
+    workflow = wf.load(str(path))
+    raw = {**production_comfyui(), "workflow": str(path)}
+    settings = comfyui_settings.parse(raw, str(path.parent), "model.comfyui", check=False)
+    assert wf.check_without_engine(workflow, settings, "model.comfyui") == []
+    assert workflow["66"]["inputs"]["shift"] == 3.1  # upstream's 2511 template
+    method = workflow["113"]
+    assert method["class_type"] == "FluxKontextMultiReferenceLatentMethod"
+    assert method["inputs"] == {"conditioning": ["111", 0], "reference_latents_method": "index_timestep_zero"}
+    assert workflow["3"]["inputs"]["positive"] == ["113", 0] and workflow["110"]["inputs"]["conditioning"] == ["113", 0]
+    assert json.loads(path.read_text())["89"]["inputs"]["lora_name"].startswith("Qwen-Image-Edit-2511-Lightning-4steps")

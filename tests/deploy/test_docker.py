@@ -67,6 +67,10 @@ def test_comfyui_is_the_pinned_commit_the_readme_and_tests_use():
     assert COMFYUI_COMMIT in (REPO / "README.md").read_text()
     (add,) = all_of("ADD")
     assert add == "https://github.com/comfyanonymous/ComfyUI.git#${COMFYUI_COMMIT} /opt/ComfyUI"
+    # The checkout has no .git: the commit is written where the worker reads it (/version comfyui_commit).
+    from comfyui_config.engine import COMMIT_FILE
+
+    assert f"printf '%s\\n' \"${{COMFYUI_COMMIT}}\" > /opt/ComfyUI/{COMMIT_FILE}" in all_of("RUN")
 
 
 def test_every_pip_install_keeps_the_base_images_torch():

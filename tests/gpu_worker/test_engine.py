@@ -88,6 +88,17 @@ def test_engine_options_stay_an_object():
     assert info.engine_options == {"reserve_vram": 1.5} and type(info.gpu_compute_capability) is str
 
 
+class EngineBackend(ScriptedBackend):
+    def load(self) -> LoadInfo:
+        return LoadInfo("e", "e-1", "cpu", comfyui_version=Version("0.3.75"), comfyui_commit=Version("f8b981ae"),
+                        engine_tested=True)
+
+
+def test_whether_the_engine_is_tested_stays_a_bool_its_version_and_commit_become_strings():
+    info = Engine.load("tests.gpu_worker.test_engine:EngineBackend", CONTEXT).info
+    assert info.engine_tested is True and type(info.comfyui_version) is str and type(info.comfyui_commit) is str
+
+
 class FailingAfterMaking(ScriptedBackend):
     closed: list[str] = []
 

@@ -46,3 +46,11 @@ def test_an_output_travels_with_its_image_and_a_failure_without():
     assert [codec.frame_bytes(b) for b in blobs] == [b"png-bytes"]
     message, blobs = decoder.decode(wire.outcome_frames("j2", Outcome(None, JobError("invalid_input", "broken"))))
     assert message == JobFailed(job_id="j2", error_code="invalid_input", message="broken") and blobs == []
+
+
+def test_the_engines_commit_and_whether_it_is_tested_reach_the_ready_message():
+    info = LoadInfo("comfyui", "comfyui:tryon", "cpu", comfyui_version="0.38.1",
+                    comfyui_commit="0123456789abcdef0123456789abcdef01234567", engine_tested=False)
+    ready = wire.ready(Engine(None, info, load_time_s=1.0))
+    assert (ready.comfyui_version, ready.comfyui_commit, ready.engine_tested) == (
+        "0.38.1", "0123456789abcdef0123456789abcdef01234567", False)

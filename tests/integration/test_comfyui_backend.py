@@ -65,12 +65,17 @@ def test_ready_and_version_report_the_engine(comfy_node):
     schemathesis.openapi.from_url(f"{comfy_node.base_url}/openapi.json")["/version"]["GET"].validate_response(response)
     body = response.json()
     assert body["comfyui"] == COMFYUI_VERSION
+    # The vendored copy has no git and no commit file: no commit; 0.3.75 is the tested engine.
+    assert (body["comfyui_commit"], body["engine_tested"]) == (None, True)
     assert body["model_version"] == "comfyui:image_blend"
     # The options in force: the config's, and the device the node chose itself.
     in_force = {"cpu": True, "reserve_vram": 1.5, "fast": ["fp8_matrix_mult"]}
     assert (body["engine_options"], body["gpu_compute_capability"]) == (in_force, None)
     ready = comfy_node.wait_event("worker_ready", process="gpu_worker")
     assert ready["comfyui_version"] == COMFYUI_VERSION
+    assert ready["engine_tested"] is True and not comfy_node.events("comfyui_engine_untested")
+    engine = comfy_node.wait_event("comfyui_engine", process="gpu_worker")
+    assert (engine["version"], engine["cache"]) == (COMFYUI_VERSION, "CLASSIC")  # 0.3.75's default cache
     assert ready["backend"] == "comfyui"
     assert ready["device"] == "cpu"
     assert comfy_node.wait_event("worker_ready", process="supervisor")["engine_options"] == in_force

@@ -64,6 +64,7 @@ async def test_metrics_after_a_job(node, receiver, http):
     assert value(families, "gpu_server_worker_resident_memory_bytes") > 50 * 1024 * 1024  # torch is loaded there
     build = families["gpu_server_build_info"].samples[0]
     assert build.labels["backend"] == "reference" and build.labels["model_version"] == "reference-1"
+    assert build.labels["comfyui"] == "" and build.labels["comfyui_commit"] == ""  # no engine here
 
 
 def test_no_job_id_ever_appears_in_a_label(node):

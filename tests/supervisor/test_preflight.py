@@ -169,3 +169,36 @@ def test_judging_the_options_imports_neither_torch_nor_the_engine(engine):
     result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.stdout.splitlines()[-1] == "2 []", result.stdout + result.stderr
     assert "model.comfyui.options.hivram" in result.stdout + result.stderr
+
+
+def test_an_engine_outside_the_tested_table_is_a_warning_not_a_problem(comfy):
+    root = comfy / "ComfyUI"
+    (root / "comfyui_version.py").write_text('__version__ = "0.38.1"\n')
+    loaded = with_comfyui(comfy)
+    (warning,) = preflight.warnings(loaded)
+    assert warning.startswith("model.comfyui.path: ComfyUI 0.38.1 is not a version this node is tested with (0.3.75)")
+    assert preflight.run(loaded) == []  # the start goes on, with the same line at WARNING
+    result = subprocess.run([sys.executable, "-m", "supervisor.cli", "check-config", "--config", str(loaded.path)],
+                            capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "gpu-server: WARNING: model.comfyui.path: ComfyUI 0.38.1 is not a version" in result.stderr
+    (root / "comfyui_version.py").write_text('__version__ = "0.3.75"\n')
+    assert preflight.warnings(with_comfyui(comfy)) == []
+
+
+def test_a_2511_checkpoint_is_a_problem_for_an_engine_without_its_reference_method(comfy):
+    import struct
+
+    root = comfy / "ComfyUI"
+    (root / "comfyui_version.py").write_text('__version__ = "0.3.75"\n')
+    (root / "comfy_extras").mkdir()
+    (root / "comfy_extras" / "nodes_flux.py").write_text(
+        "class FluxKontextMultiReferenceLatentMethod:\n    OPTIONS = ['offset', 'index', 'uxo/uno']\n")
+    workflow = {**WORKFLOW, "37": {"class_type": "UNETLoader", "inputs": {"unet_name": "edit_2511.safetensors"}}}
+    (comfy / "flow.json").write_text(json.dumps(workflow))
+    (root / "models" / "diffusion_models").mkdir()
+    blob = json.dumps({"__index_timestep_zero__": {"dtype": "BF16", "shape": [0], "data_offsets": [0, 0]}}).encode()
+    (root / "models" / "diffusion_models" / "edit_2511.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob)
+    (problem,) = [p for p in preflight.run(with_comfyui(comfy)) if "2511" in p.message]
+    assert problem.path == "model.comfyui.models_dir"
+    assert "edit_2511.safetensors is a Qwen-Image-Edit-2511 checkpoint" in problem.message and "0.3.75" in problem.message

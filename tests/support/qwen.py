@@ -111,12 +111,15 @@ def kontext_presets(root: Path) -> list[tuple[int, int]]:
 
 
 def expected_output_size(root: Path, person_size: tuple[int, int], divisor: int) -> tuple[int, int]:
-    """The workflow's output size for a person image: the preset nearest its aspect ratio
-    (the graph samples at the person's scaled size), at the shrunk resolution."""
+    """The workflow's output size for a person image: the preset nearest its aspect ratio, at
+    the size the encoder gives its reference latent (node 114; the graph samples at that
+    canvas), at the shrunk resolution."""
+    from gpu_worker.backends.comfyui.nodes import reference_size
+
     presets = qwen_shrink.scaled_presets(kontext_presets(root), divisor) if divisor > 1 else kontext_presets(root)
     aspect = person_size[0] / person_size[1]
     _, width, height = min((abs(aspect - w / h), w, h) for w, h in presets)
-    return width, height
+    return reference_size(width, height, divisor)
 
 
 def output_image(callback):

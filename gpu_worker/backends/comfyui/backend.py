@@ -23,10 +23,12 @@ import uuid
 from typing import Any, NamedTuple
 
 from gpu_worker import imaging
-from comfyui_config import settings as comfyui_settings, workflow as comfyui_workflow
-from gpu_worker.backends.comfyui import allocator as comfyui_allocator, progress as comfyui_progress
+from comfyui_config import engine as comfyui_engine, settings as comfyui_settings, workflow as comfyui_workflow
+from gpu_worker.backends.comfyui import allocator as comfyui_allocator, checkpoint as comfyui_checkpoint
+from gpu_worker.backends.comfyui import progress as comfyui_progress
 from comfyui_config.models import MODEL_FILE_SUFFIXES
-from gpu_worker.backends.comfyui.runtime import OOM_TYPES, ComfyUIRuntime, GraphResult
+from gpu_worker.backends.comfyui.oom import is_out_of_memory
+from gpu_worker.backends.comfyui.runtime import ComfyUIRuntime, GraphResult
 from comfyui_config.settings import ComfyUISettings
 from comfyui_config.workflow import OUTPUT_NODE_ID, JobKeys, WorkflowError
 from gpu_worker.engine import (
@@ -98,9 +100,18 @@ class ComfyUIBackend(StagedRun):
             events.info("comfyui_stand_ins", packages=self.runtime.stand_ins,
                         note="not installed; the engine's nodes that need them fail when used")
         self._report_packs()
+        self._report_engine()
         self.engine_started()
+        # Before the workflow is validated or any weight read: a model this engine would
+        # run degraded is refused (the header only; `checkpoint`), an exit not retried.
+        comfyui_checkpoint.refuse_unrunnable(
+            self.workflow, comfyui_checkpoint.abilities(self.runtime.root, self.runtime.version, self.runtime.node_types),
+            self.runtime.find_model)
         self.progress = comfyui_progress.install(self.runtime.node_types)  # before any graph runs
         self._check_workflow()
+        if not comfyui_progress.sampler_nodes(self.workflow, self.runtime.node_types):
+            events.warning("comfyui_no_sampler_progress", workflow=self.settings.workflow,
+                           note="no node of the workflow is filed under a sampler category: jobs report no steps")
         if self.settings.warmup:
             self._warm_up()
         self.runtime.settle()
@@ -112,6 +123,8 @@ class ComfyUIBackend(StagedRun):
             device=self.runtime.device,
             torch_version=str(torch.__version__),
             comfyui_version=self.runtime.version,
+            comfyui_commit=self.runtime.engine.commit,
+            engine_tested=self.runtime.engine.tested,
             engine_options=self.runtime.engine_options(),
             gpu_compute_capability=compute_capability(self.runtime.device),
         )
@@ -127,6 +140,18 @@ class ComfyUIBackend(StagedRun):
                 events.error("comfyui_custom_node_failed", pack=pack.name, path=pack.path, error=pack.error)
         events.info("comfyui_custom_nodes", folders=self.settings.custom_node_folders,
                     loaded=[p.name for p in packs if p.loaded], failed=[p.name for p in packs if not p.loaded])
+
+    def _report_engine(self) -> None:
+        """The engine's version and commit, and a WARNING for one this node is not tested with."""
+        assert self.runtime is not None
+        engine = self.runtime.engine
+        untested = comfyui_engine.untested_warning(engine)
+        if untested:
+            events.warning("comfyui_engine_untested", version=engine.version, commit=engine.commit,
+                           tested=sorted(comfyui_engine.TESTED), difference=untested)
+        events.info("comfyui_engine", version=engine.version, commit=engine.commit, tested=engine.tested,
+                    cache=self.runtime.cache.kind if self.runtime.cache else None, fixups=self.runtime.fixups,
+                    autotune_set=self.runtime.autotune_set)
 
     @property
     def workflow_name(self) -> str:
@@ -271,7 +296,7 @@ class ComfyUIBackend(StagedRun):
                 raise JobCancelled("cancelled while the graph ran")
             raise JobError("backend_error", "the graph was interrupted")
         error = result.error or {}
-        if error.get("exception_type") in OOM_TYPES or str(error.get("exception_type", "")).endswith("OutOfMemoryError"):
+        if is_out_of_memory(error):
             # The first line only: the engine appends tips for its UI's users.
             raise GraphOutOfMemory(self._failure_message(result).split("\n", 1)[0])
         raise JobError("backend_error", self._failure_message(result))

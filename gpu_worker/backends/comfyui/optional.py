@@ -85,6 +85,31 @@ def is_installed(package: str) -> bool:
         return False
 
 
+# Packages a newer engine imports unconditionally, with no stand-in possible (their code runs
+# at import): module -> (the engine file that imports it, the PyPI name). Upstream's
+# model_management imports comfy_aimdo (its dynamic VRAM); comfy_kitchen (its quantised
+# kernels) is an optional import there, so it is never stood in for: an absent one is
+# what that engine expects.
+REQUIRED_BY_ENGINE = {"comfy_aimdo": ("comfy/model_management.py", "comfy-aimdo")}
+
+
+def missing_required(root: str) -> list[str]:
+    """The packages the engine at `root` imports at module level that are not installed,
+    each as a line naming the package and the file that needs it (0.3.75: none)."""
+    import re
+    from pathlib import Path
+
+    problems = []
+    for module, (file, package) in REQUIRED_BY_ENGINE.items():
+        try:
+            source = (Path(root) / file).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if re.search(rf"^(import {module}\b|from {module}\b)", source, re.MULTILINE) and not is_installed(module):
+            problems.append(f"the engine's {file} imports {module}, which is not installed (pip install {package})")
+    return problems
+
+
 def install() -> list[str]:
     """Serve stand-ins for the OPTIONAL packages that are not installed; their names."""
     missing = sorted(p for p in OPTIONAL if not is_installed(p) and p not in sys.modules)

@@ -47,6 +47,12 @@ _owned("the node runs no ComfyUI server, UI or API nodes (server.* are the node'
        "enable_compress_response_body", "front_end_version", "front_end_root", "auto_launch",
        "disable_auto_launch", "windows_standalone_build", "quick_test_for_ci", "database_url",
        "default_hashing_function", "comfy_api_base", "disable_api_nodes", "disable_metadata")
+# Upstream's (0.38.x) newer options of its server, its asset database, its manager and its
+# UI's output layout: nothing of them runs embedded.
+_owned("the node runs no ComfyUI server, asset database, manager or UI (newer engines' server options)",
+       "disable_assets", "offline", "feature_flag", "enable_manager", "enable_manager_legacy_ui",
+       "disable_manager_ui", "disabled_nodes_config", "date_based_output", "disable_partner_nodes")
+_owned("use model.comfyui.models_dir", "models_directory")
 
 # Options whose kernels come from a package of their own: the engine exits the process
 # (exit(-1), no message to the supervisor) when it is missing, so it is checked first.

@@ -7,7 +7,10 @@ samplers (KSampler, KSamplerAdvanced, SamplerCustom, SamplerCustomAdvanced, all 
 of their own: tiled VAE encode and decode, model upscalers, ... whose counts are not the
 job's steps. So the hook asks the engine which node runs now (`get_executing_context()`,
 which the executor sets around every node it runs) and passes on only what a sampler node
-reports: a node whose class is filed under ComfyUI's `sampling` category.
+reports: a node whose class is filed under ComfyUI's sampling category, `sampling` (0.3.75:
+`sampling`, `sampling/custom_sampling`, ...) or `model/sampling` (upstream moved the
+samplers there: `model/sampling`, `model/sampling/...`). The category is read as a path, so
+either engine's samplers pass.
 
 A `ProgressBar` takes the hook when it is made, so the hook is installed once per worker,
 at load, before the warm-up run; between jobs (the warm-up included) it reports nothing.
@@ -20,13 +23,18 @@ from typing import Any, Callable, Iterator, Mapping
 
 from gpu_worker import progress
 
-SAMPLER_CATEGORY = "sampling"
+# The category paths samplers are filed under: 0.3.75's, and upstream's.
+SAMPLER_CATEGORIES = (("sampling",), ("model", "sampling"))
 
 
 def is_sampler(node_class: Any) -> bool:
-    """A node class filed under `sampling` (`sampling/custom_sampling`, ...)."""
+    """A node class filed under a sampler category or below it (`sampling/custom_sampling`,
+    `model/sampling/custom`, ...)."""
     category = getattr(node_class, "CATEGORY", None)
-    return isinstance(category, str) and (category == SAMPLER_CATEGORY or category.startswith(SAMPLER_CATEGORY + "/"))
+    if not isinstance(category, str):
+        return False
+    path = tuple(part for part in category.strip().split("/") if part)
+    return any(path[:len(prefix)] == prefix for prefix in SAMPLER_CATEGORIES)
 
 
 def sampler_nodes(prompt: Mapping[str, Any], node_types: Mapping[str, Any]) -> frozenset[str]:

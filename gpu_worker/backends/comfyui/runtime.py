@@ -23,18 +23,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
-import re
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
+from comfyui_config import engine as comfyui_engine
 from gpu_worker.backends.comfyui import custom_nodes as comfyui_custom_nodes, optional as comfyui_optional
-from gpu_worker.backends.comfyui import options as comfyui_options, workdir as comfyui_workdir
+from gpu_worker.backends.comfyui import options as comfyui_options, shapes as comfyui_shapes, workdir as comfyui_workdir
 
-# Exception types that mean out of memory, as the engine reports them (module.qualname).
-OOM_TYPES = frozenset({"torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError", "MemoryError"})
 # How often a cancelled job's interrupt is asserted again while the graph runs: the engine
 # clears the flag when a prompt starts, so one early interrupt could be lost.
 INTERRUPT_REPEAT_S = 0.05
@@ -55,12 +53,7 @@ class GraphResult(NamedTuple):
 
 def comfyui_version(root: Path) -> str | None:
     """The version the checkout declares (comfyui_version.py), without importing it."""
-    try:
-        text = (root / "comfyui_version.py").read_text(encoding="utf-8")
-    except OSError:
-        return None
-    match = re.search(r"__version__\s*=\s*['\"]([^'\"]+)['\"]", text)
-    return match.group(1) if match else None
+    return comfyui_engine.read_version(root)
 
 
 class ComfyUIRuntime:
@@ -76,13 +69,18 @@ class ComfyUIRuntime:
         self.options = dict(options or {})
         self.custom_node_folders = custom_node_folders  # None: no packs; []: the root's only
         self.key = key  # where the settings are in the config, for messages
-        self.version = comfyui_version(self.root)
+        self.engine = comfyui_engine.info(self.root)  # version and commit, from its files
+        self.version = self.engine.version
         self.device = "cpu"
         self.executor: Any = None
-        self.stand_ins: list[str] = []  # packages the engine imports that are served by stand-ins
+        self.stand_ins: list[str] = []
+        self.fixups: list[str] = []  # options set as the engine's main.py sets them after parsing
+        self.autotune_set = False  # cudnn's benchmark turned on here for `fast: autotune`
+        self.cache: comfyui_shapes.CacheChoice | None = None  # packages the engine imports that are served by stand-ins
         self.packs: list[comfyui_custom_nodes.PackOutcome] = []
         self._server = _Silent()
         self._nodes: Any = None
+        self._folder_paths: Any = None
         self._execution: Any = None
         self._mm: Any = None
         self._cli_args: Any = None
@@ -97,6 +95,9 @@ class ComfyUIRuntime:
         if root not in sys.path:
             sys.path.insert(0, root)
         self._apply_options()  # argparse only so far: a bad option fails before torch loads
+        missing = comfyui_optional.missing_required(root)
+        if missing:
+            raise EngineStartError("; ".join(missing))
         import torch
 
         self.stand_ins = comfyui_optional.install()
@@ -106,6 +107,7 @@ class ComfyUIRuntime:
         import folder_paths
 
         self._set_folders(folder_paths)
+        self._folder_paths = folder_paths
         import comfy.model_management as mm
         import execution
         import nodes
@@ -118,20 +120,19 @@ class ComfyUIRuntime:
         self._init_nodes(nodes, folder_paths)
         nodes.NODE_CLASS_MAPPINGS.update(extra_nodes)
         self._nodes, self._execution, self._mm = nodes, execution, mm
+        self.autotune_set = comfyui_shapes.apply_autotune(args, torch)
         # One executor for the life of the worker: its caches keep loader outputs (the
-        # weights) between jobs. The cache type as ComfyUI's own job loop picks it from the
-        # options; `ram_inactive`: a key newer engines read.
-        cache_type = execution.CacheType.CLASSIC
-        if args.cache_lru > 0:
-            cache_type = execution.CacheType.LRU
-        elif getattr(args, "cache_ram", 0) > 0:
-            cache_type = execution.CacheType.RAM_PRESSURE
-        elif args.cache_none:
-            cache_type = execution.CacheType.NONE
+        # weights) between jobs. The cache type as the engine's own job loop picks it from
+        # the options (`shapes.choose_cache`: cache_ram a number or a list).
+        cache = comfyui_shapes.choose_cache(args)
+        self.cache = cache
         self.executor = execution.PromptExecutor(
-            self._server, cache_type=cache_type,
-            cache_args={"lru": args.cache_lru, "ram": float(getattr(args, "cache_ram", 0)), "ram_inactive": 0.0},
+            self._server, cache_type=getattr(execution.CacheType, cache.kind), cache_args=cache.args,
         )
+
+    def find_model(self, folder: str, name: str) -> str | None:
+        """Where the engine finds a model file of one of its folders (None: nowhere)."""
+        return self._folder_paths.get_full_path(folder, name)
 
     def engine_options(self) -> dict[str, Any]:
         """The engine's start-up options in force now: each one that differs from its default."""
@@ -147,6 +148,8 @@ class ComfyUIRuntime:
             comfyui_options.apply(self.options, cli_args.parser, cli_args.args, self.key)
         except comfyui_options.OptionsError as exc:
             raise EngineStartError("; ".join(exc.problems)) from None
+        # What the engine's own main.py sets after parsing (it never runs embedded).
+        self.fixups = comfyui_shapes.post_parse_fixups(cli_args.args)
         missing = comfyui_options.missing_packages(self.options, self.key)
         if missing:
             raise EngineStartError("; ".join(missing))
@@ -199,12 +202,12 @@ class ComfyUIRuntime:
     def _set_folders(self, folder_paths) -> None:
         # The defaults point into the ComfyUI checkout (or site-packages, when vendored).
         assert self._work_dir is not None
-        for name in ("input", "output", "temp", "user"):
-            path = Path(self._work_dir) / name
+        def folder(name: str) -> str:
+            path = Path(self._work_dir) / name  # type: ignore[arg-type]
             path.mkdir(exist_ok=True)
-            setter = getattr(folder_paths, f"set_{name}_directory", None)
-            if setter is not None:
-                setter(str(path))
+            return str(path)
+
+        comfyui_shapes.set_folders(folder_paths, folder)
         if self.models_dir is not None:
             old = folder_paths.models_dir
             folder_paths.models_dir = self.models_dir

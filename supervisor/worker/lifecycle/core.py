@@ -139,7 +139,7 @@ class Lifecycle(WorkerMessages, Recycling):
         for job_id, result in report.job_results.items():  # in the order they were handed over
             self._out.emit(EndJob(job_id, result))
         gen.jobs.clear()
-        self._after_end(gen, report.reason, gen.failure(report))
+        self._after_end(gen, report.reason, gen.failure(report), report.permanent)
 
     def on_timer_fired(self, e: TimerFired) -> None:
         self._out.timers.discard(e.timer)
@@ -224,8 +224,9 @@ class Lifecycle(WorkerMessages, Recycling):
         self.recycle_pending, self.recycle_overlaps = None, None  # this spawn reads the settings in force now
         return gen
 
-    def _after_end(self, gen: Generation, reason: str, why: str) -> None:
-        """A worker is gone: restart it (at once, or after a backoff), or give up."""
+    def _after_end(self, gen: Generation, reason: str, why: str, permanent: bool = False) -> None:
+        """A worker is gone: restart it (at once, or after a backoff), or give up (at once
+        when its start failed for good: `permanent`)."""
         if gen.number == self.next:
             self._next_ended(gen, why)  # a recycle that failed, or one superseded
             self._check_finished()
@@ -235,6 +236,9 @@ class Lifecycle(WorkerMessages, Recycling):
             self.current, self.measuring = None, None
         if not was_current or self.stopping:
             self._check_finished()
+            return
+        if permanent:
+            self._give_up(f"the worker cannot run its model on this engine, and a restart would not mend it: {why}")
             return
         planned = gen.kill_reason is KillReason.RECYCLE
         delay = self.policy.after_exit(planned, gen.ran_for(self._now), self._now)
@@ -258,8 +262,8 @@ class Lifecycle(WorkerMessages, Recycling):
         else:
             self._spawn()
 
-    def _give_up(self) -> None:
-        why = (
+    def _give_up(self, why: str | None = None) -> None:
+        why = why or (
             f"{self.policy.recent_crashes} unplanned worker exits within {self.limits.restart_window_s:g} s "
             f"(worker.max_restarts is {self.limits.max_restarts})"
         )

@@ -65,7 +65,8 @@ class WorkerMessages:
         self._out.log(
             "info", "worker_ready", pid=gen.pid, generation=gen.number, next=gen.number == self.next,
             backend=message.backend, device=message.device, model_version=message.model_version,
-            torch=message.torch_version, comfyui=message.comfyui_version, engine_options=message.engine_options,
+            torch=message.torch_version, comfyui=message.comfyui_version, comfyui_commit=message.comfyui_commit,
+            engine_tested=message.engine_tested, engine_options=message.engine_options,
             gpu_compute_capability=message.gpu_compute_capability, load_time_s=round(message.load_time_s, 3),
             startup_s=round(self._now - (gen.spawned_at or 0.0), 3),
         )

@@ -53,3 +53,9 @@ def test_a_start_that_failed_is_read_from_the_workers_status():
     decoded = describe_exit(4)
     assert decoded.startup_failed and "the backend could not load" in decoded.description
     assert not describe_exit(1).startup_failed and not describe_exit(-signal.SIGSEGV).startup_failed
+
+
+def test_a_start_refused_for_good_is_read_as_permanent():
+    decoded = describe_exit(6)
+    assert decoded.startup_failed and decoded.permanent and "not retried" in decoded.description
+    assert not describe_exit(4).permanent and not describe_exit(-signal.SIGKILL).permanent

@@ -43,3 +43,15 @@ def test_the_input_node_serves_the_backends_image_and_the_output_node_captures()
 def test_an_image_nobody_put_is_a_clear_error():
     with pytest.raises(KeyError, match="no image under 'nope'"):
         node_classes(Exchange())[IMAGE_INPUT_NODE]().load("nope")
+
+
+def test_the_reference_size_is_the_encoders_own_fixed_point():
+    from gpu_worker.backends.comfyui.nodes import _encoder_size, reference_size
+
+    assert reference_size(832, 1248) == (840, 1256)  # a 2:3 preset the encoder moves
+    assert reference_size(880, 1184) == (880, 1184)  # 3:4 does not move
+    assert reference_size(1024, 1024) == (1024, 1024)
+    for size in [(832, 1248), (688, 1504), (1328, 800), (500, 700), (3000, 100)]:
+        fixed = reference_size(*size)
+        assert _encoder_size(*fixed) == fixed and fixed[0] % 8 == 0 and fixed[1] % 8 == 0
+    assert reference_size(96, 160, divisor=8) == (96, 168)  # the CI engine's shrunk resolution

@@ -72,3 +72,15 @@ def test_without_av_and_scipy_the_engine_still_loads_the_qwen_nodes_and_samples(
     assert "STAND_INS ['av', 'scipy']" in result.stdout
     assert "SIGMAS 5" in result.stdout
     assert "USE scipy.stats.beta.ppf: the package 'scipy' is not installed" in result.stdout
+
+
+def test_a_package_upstreams_model_management_imports_is_named_when_missing(tmp_path):
+    from gpu_worker.backends.comfyui.optional import missing_required
+
+    (tmp_path / "comfy").mkdir()
+    mm = tmp_path / "comfy" / "model_management.py"
+    mm.write_text("import psutil\nimport torch\n")  # 0.3.75's shape: nothing more needed
+    assert missing_required(str(tmp_path)) == []
+    mm.write_text("import psutil\nimport comfy_aimdo.control\ntry:\n    import comfy_kitchen\nexcept ImportError:\n    pass\n")
+    (problem,) = missing_required(str(tmp_path))  # comfy_kitchen is optional there: not named
+    assert "comfy_aimdo" in problem and "pip install comfy-aimdo" in problem

@@ -111,3 +111,26 @@ def test_the_owned_list_gives_each_option_a_replacement():
     assert {"cpu", "listen", "port", "temp_directory", "cuda_malloc", "disable_all_custom_nodes",
             "preview_method", "verbose"} <= set(options.OWNED)
     assert all(reason for reason in options.OWNED.values())
+
+
+def test_upstreams_server_only_options_are_refused_and_its_list_valued_cache_ram_is_applied():
+    # comfy/cli_args.py of 0.38.x: server, asset, manager and layout options, and
+    # `--cache-ram` as a list of floats.
+    parser = engine_parser()
+    parser.add_argument("--cache-ram", nargs="*", type=float, default=[])
+    parser.add_argument("--cache-classic", action="store_true")
+    for flag in ("--disable-assets", "--offline", "--enable-manager", "--date-based-output"):
+        parser.add_argument(flag, action="store_true")
+    parser.add_argument("--feature-flag", type=str, action="append", default=[])
+    parser.add_argument("--disabled-nodes-config", type=str, default=None)
+    parser.add_argument("--models-directory", type=str, default=None)
+    problems, _ = options.check({"disable_assets": True, "offline": True, "enable_manager": True,
+                                 "date_based_output": True, "feature_flag": ["x"],
+                                 "disabled_nodes_config": "/c.json", "models_directory": "/m"}, parser, KEY)
+    assert len(problems) == 7 and all("set by the node itself" in p for p in problems)
+    assert any("models_directory" in p and "model.comfyui.models_dir" in p for p in problems)
+    args = fresh(parser)
+    options.apply({"cache_ram": [4, 32], "cache_classic": True}, parser, args, KEY)
+    assert args.cache_ram == [4.0, 32.0] and args.cache_classic is True
+    options.apply({"cache_ram": 6}, parser, args, KEY)  # one value: the active size
+    assert args.cache_ram == [6.0]

@@ -48,6 +48,28 @@ def test_samplers_are_the_nodes_filed_under_sampling():
     assert sampler_nodes(GRAPH, NODE_TYPES) == {"3", "4"}
 
 
+def test_upstreams_samplers_filed_under_model_sampling_pass_too():
+    # Upstream (0.38.x nodes.py): KSampler is `model/sampling`, the custom samplers below it.
+    class UpstreamKSampler:
+        CATEGORY = "model/sampling"
+
+    class UpstreamSamplerCustom:
+        CATEGORY = "model/sampling/custom"
+
+    class ModelPatch:  # a sibling under model/, not a sampler
+        CATEGORY = "model/patches"
+
+    class Lookalike:  # a category that only starts with the same letters
+        CATEGORY = "samplingish"
+
+    assert is_sampler(UpstreamKSampler) and is_sampler(UpstreamSamplerCustom)
+    assert not is_sampler(ModelPatch) and not is_sampler(Lookalike)
+    graph = {"3": {"class_type": "K", "inputs": {}}, "4": {"class_type": "C", "inputs": {}},
+             "5": {"class_type": "P", "inputs": {}}}
+    types = {"K": UpstreamKSampler, "C": UpstreamSamplerCustom, "P": ModelPatch}
+    assert sampler_nodes(graph, types) == {"3", "4"}
+
+
 def test_only_the_watched_graphs_sampler_steps_pass():
     reported: list[tuple[int, int]] = []
     running: list[Context | None] = [None]

@@ -475,3 +475,31 @@ def test_every_kill_is_logged_with_its_reason_never_as_a_possible_oom(reason):
 
 def test_the_restart_labels_are_the_contracts():
     assert [r.value for r in RestartReason] == ["exit", "signal", "oom_kill", "watchdog", "heartbeat", "recycle"]
+
+
+def test_a_start_refused_for_good_gives_up_at_once_without_a_restart():
+    # The worker's UNRUNNABLE exit (a checkpoint this engine would run degraded): a restart
+    # would refuse again, so the node fails at once instead of crash-looping to max_restarts.
+    from ipc.exit_codes import WorkerExit
+
+    d = Driver(max_restarts=10, max_backoff_s=1)
+    d.feed(Start())
+    d.load(1)
+    d.startup_failed(1, "Unrunnable", "qwen_image_edit_2511_bf16.safetensors is a Qwen-Image-Edit-2511 checkpoint ...")
+    d.exit(1, WorkerExit.UNRUNNABLE)
+    assert d.core.state is S.FAILED and d.spawns() == [1] and d.due == {}
+    (give_up,) = d.of(GiveUp)
+    assert "a restart would not mend it" in give_up.why and "Qwen-Image-Edit-2511" in give_up.why
+    assert restarts(d) == [] and d.core.restarts == 0
+    (exited,) = d.logs("worker_exited")
+    assert "not retried" in exited.fields["description"]
+
+
+def test_the_same_status_after_a_worker_served_is_a_crash_like_any_other():
+    # Only a start can be refused for good; a worker that served and then exits so is
+    # restarted as before (the status says nothing permanent about a running worker).
+    from ipc.exit_codes import WorkerExit
+
+    d = Driver(max_restarts=10, max_backoff_s=1).start()
+    d.exit(1, WorkerExit.UNRUNNABLE)
+    assert d.core.state is S.RESTARTING and not d.of(GiveUp)
