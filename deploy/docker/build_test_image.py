@@ -203,6 +203,9 @@ def make_base(docker: Docker) -> str:
     if tar.wait() != 0 or imported.returncode != 0:
         raise RuntimeError(f"docker import of the base failed: {imported.stderr.decode(errors='replace')}")
     shutil.rmtree(rootfs)
+    for old in docker.text("images", "gpu-server-cpu-base", "--format", "{{.Repository}}:{{.Tag}}").split():
+        if old != tag:
+            docker("rmi", old, check=False)  # a base made of what is no longer the recipe
     log(f"base {tag} made in {time.monotonic() - started:.0f} s")
     return tag
 
@@ -236,6 +239,8 @@ def build(docker: Docker, tag: str = TEST_IMAGE) -> dict:
     docker.stream("build", "--network", "host", "-f", str(REPO / "deploy/docker/Dockerfile"),
                   "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"COMFYUI_SOURCE={VENDORED_SOURCE}",
                   "--build-arg", f"GIT_COMMIT={commit}", "-t", tag, str(REPO), timeout=1800)
+    # What earlier builds left untagged (their layers no longer any image's): not kept.
+    docker("image", "prune", "-f", timeout=300)
     size = int(docker.text("image", "inspect", "--format", "{{.Size}}", tag))
     built = {"tag": tag, "base": base, "git_commit": commit, "size_bytes": size,
              "seconds": round(time.monotonic() - started, 1)}

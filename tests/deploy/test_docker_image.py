@@ -9,10 +9,13 @@ import asyncio
 import json
 import signal
 import uuid
+from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 
+from tests.support import images
 from tests.support.client import start_long_job, submit, tryon_form
 from tests.support.container import SPOOL, STOP_TIMEOUT_S, TESTS_ROOT, ContainerNode, docker_or_skip, image_config
 from tests.support.container import test_mounts as repo_mounts
@@ -23,6 +26,9 @@ from tests.support.tools import require, run
 
 pytestmark = pytest.mark.timeout(900)  # the first test also builds the image
 NEW_TOKEN = "rotated-token-0123456789abcdef"
+QWEN_WORKFLOW = "qwen_image_edit_tryon.json"
+PERSON_SIZE = (384, 512)
+PERSON, GARMENT = images.person(*PERSON_SIZE), images.garment()
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +47,12 @@ def image(docker):
 @pytest.fixture(scope="module")
 def inspected(docker, image):
     return image_config(docker, image["tag"])
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
 
 
 @pytest.fixture
@@ -145,19 +157,19 @@ async def test_a_result_survives_kill_and_a_new_container_on_the_volume_delivers
 async def test_the_shipped_qwen_workflow_runs_on_the_images_engine(
         docker, image, tmp_path, receiver, http, containers, volume):
     from bench.qwen_shrink import CI
-    from tests.integration.test_comfyui_qwen_run import BACKEND, GARMENT, PERSON, PERSON_SIZE
     from tests.support.qwen import ensure_test_weights, output_image, qwen_settings
 
     models = ensure_test_weights(CI)
     # The image's ComfyUI and its shipped workflow; the random-weight files at /models.
-    settings = qwen_settings(REPO / "unused", models, workflow="/etc/gpu-server/workflows/qwen_image_edit_tryon.json")
-    settings.update(path="/opt/ComfyUI", models_dir="/models")
+    # No warm-up (the job itself runs the whole graph): a minute less of CI.
+    settings = qwen_settings(Path("/opt/ComfyUI"), Path("/models"), CI,
+                             workflow=f"/etc/gpu-server/workflows/{QWEN_WORKFLOW}", warmup=False)
     node = container(docker, image, tmp_path, receiver.url, containers, volume, {
-        "worker": {"backend": BACKEND, "startup_timeout_s": 600, "inference_timeout_s": 300},
+        "worker": {"backend": "tests.support.qwen:QwenTestBackend", "startup_timeout_s": 600, "inference_timeout_s": 300,
+                   "max_restarts": 0},  # a worker that cannot start fails the test at once
         "model": {"custom": settings},
     }, mounts={**repo_mounts(), models: "/models"}, env={"PYTHONPATH": TESTS_ROOT})
     node.start(timeout=600)
-    assert node.events("comfyui_warmed_up")
     status, _, body = await submit(http, node.base_url, tryon_form(
         "image-qwen", person_image=PERSON, garment_image=GARMENT, config={"seed": 7}))
     assert status == 202, body

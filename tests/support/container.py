@@ -51,6 +51,8 @@ class ContainerNode(NodeProcess):
                 "-v", f"{self.volume}:{SPOOL}", "-v", f"{self.config_path}:{CONFIG}:ro",
                 # The StatefulSet's environment (deploy/k8s/statefulset.yaml).
                 "-e", f"GPU_SERVER_CONFIG={CONFIG}", "-e", "HOME=/tmp", "-e", "XDG_CACHE_HOME=/tmp/.cache",
+                # The port the HEALTHCHECK asks (the production config listens on it too).
+                "-e", f"GPU_SERVER_PORT={self.port}",
                 # The image's HEALTHCHECK command, checked every second rather than every 30.
                 "--health-interval", "1s", "--stop-timeout", str(STOP_TIMEOUT_S)]
         for source, target in self.mounts.items():
@@ -82,8 +84,11 @@ class ContainerNode(NodeProcess):
             status = self.inspect("{{.State.Health.Status}}")
             if status == "healthy":
                 return
+            if status == "unhealthy":
+                break
             time.sleep(0.2)  # Docker has no wait for a health status
-        raise AssertionError(f"the container's HEALTHCHECK says {status!r} after {timeout} s\n{self.tail()}")
+        health = self.inspect("{{json .State.Health}}")
+        raise AssertionError(f"the container's HEALTHCHECK says {status!r}: {health}\n{self.tail()}")
 
     def stop(self, timeout: float = STOP_TIMEOUT_S + 30) -> int | None:
         """`docker stop`: SIGTERM to tini, which hands it to gpu-server (the drain)."""
