@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import os
 import shutil
 import signal
@@ -47,6 +46,7 @@ BASE_TORCH = ("torch", "torchvision")  # what the CUDA base brings besides torch
 HOST_PACKAGES = {"dockerd": "docker.io", "debootstrap": "debootstrap"}
 START_TIMEOUT_S = 60
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+BASE_RECIPE = 1  # part of the base's name: one more when make_base changes what it makes
 
 
 def log(message: str) -> None:
@@ -103,9 +103,9 @@ def cannot_run() -> str | None:
     return None
 
 
-def install_host_packages() -> None:
-    """docker.io and debootstrap from Debian's packages when missing (as `make tools` does)."""
-    missing = [package for program, package in HOST_PACKAGES.items() if shutil.which(program) is None]
+def install_host_packages(*programs: str) -> None:
+    """docker.io or debootstrap from Debian's packages when missing (as `make tools` does)."""
+    missing = [HOST_PACKAGES[program] for program in programs if shutil.which(program) is None]
     if not missing:
         return
     log(f"installing {' '.join(missing)} (apt-get)")
@@ -127,7 +127,7 @@ def engine() -> Iterator[Docker]:
     if default.answers():
         yield default
         return
-    install_host_packages()
+    install_host_packages("dockerd")
     data_root = STATE / "data"
     # The exec root holds sockets: a short path (a unix socket's is limited to 107 bytes).
     exec_root = Path("/run/gpu-server-dockerd") / hashlib.sha256(str(data_root).encode()).hexdigest()[:12]
@@ -167,8 +167,8 @@ def engine() -> Iterator[Docker]:
 
 def base_key() -> str:
     """Names the CPU base after what it is made of: a change remakes it."""
-    recipe = "\n".join([DEBIAN_SUITE, *DEBIAN_PACKAGES, *BASE_TORCH, (REPO / "constraints.txt").read_text(),
-                        inspect.getsource(make_base)])
+    recipe = "\n".join([str(BASE_RECIPE), DEBIAN_SUITE, *DEBIAN_PACKAGES, *BASE_TORCH,
+                        (REPO / "constraints.txt").read_text()])
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
 
@@ -178,6 +178,7 @@ def make_base(docker: Docker) -> str:
         log(f"base {tag} (cached)")
         return tag
     started = time.monotonic()
+    install_host_packages("debootstrap")
     rootfs = STATE / "rootfs"
     shutil.rmtree(rootfs, ignore_errors=True)
     log(f"debootstrap {DEBIAN_SUITE} into {rootfs}")
