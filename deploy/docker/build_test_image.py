@@ -243,9 +243,10 @@ def build(docker: Docker, tag: str = TEST_IMAGE) -> dict:
     # What earlier builds left untagged (their layers no longer any image's): not kept.
     docker("image", "prune", "-f", timeout=300)
     size = int(docker.text("image", "inspect", "--format", "{{.Size}}", tag))
-    built = {"tag": tag, "base": base, "git_commit": commit, "size_bytes": size,
+    version = docker.text("run", "--rm", "--network", "none", tag, "--version")
+    built = {"tag": tag, "base": base, "git_commit": commit, "size_bytes": size, "version": version,
              "seconds": round(time.monotonic() - started, 1)}
-    log(f"{tag}: {size / 2**20:.0f} MiB, git_commit {commit}, on {base}, in {built['seconds']} s")
+    log(f"{tag}: {version}, {size / 2**20:.0f} MiB, git_commit {commit}, on {base}, in {built['seconds']} s")
     return built
 
 

@@ -80,7 +80,7 @@ def container(docker, image, tmp_path, callback_url, containers, volume, overrid
 
 
 def test_the_image_says_what_it_is(docker, image, inspected):
-    version = docker.text("run", "--rm", "--network", "none", image["tag"], "--version")
+    version = image["version"]
     print(f"\n{image['tag']}: gpu-server --version: {version}; git_commit {image['git_commit']}; "
           f"{image['size_bytes'] / 2**20:.0f} MiB; built in {image['seconds']} s on {image['base']}")
     assert version.startswith("gpu-server ")
