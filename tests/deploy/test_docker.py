@@ -1,6 +1,7 @@
 """deploy/docker: the Dockerfile linted by hadolint, and what the image is made of checked
-without building it (no Docker engine here): the files it copies pass the .dockerignore,
-its config works with its environment, and its helper scripts run."""
+from its text: nothing is fetched in the build but the packages, the files it copies pass the
+.dockerignore, its config works with its environment, and its helper scripts run. The image
+itself is built and run by tests/deploy/test_docker_image.py."""
 
 from __future__ import annotations
 
@@ -65,20 +66,35 @@ def test_entry_point_user_health_check_and_stop_signal():
 def test_comfyui_is_the_pinned_commit_the_readme_and_tests_use():
     assert f"ARG COMFYUI_COMMIT={COMFYUI_COMMIT}" in {f"ARG {a}" for a in all_of("ARG")}
     assert COMFYUI_COMMIT in (REPO / "README.md").read_text()
-    (add,) = all_of("ADD")
-    assert add == "https://github.com/comfyanonymous/ComfyUI.git#${COMFYUI_COMMIT} /opt/ComfyUI"
-    # The checkout has no .git: the commit is written where the worker reads it (/version comfyui_commit).
+    # make image checks that commit out into the context (the Makefile reads it from here).
+    assert "sed -n 's/^ARG COMFYUI_COMMIT=//p' deploy/docker/Dockerfile" in (REPO / "Makefile").read_text()
+    assert "ARG COMFYUI_SOURCE=build/comfyui" in {f"ARG {a}" for a in all_of("ARG")}
+    assert "${COMFYUI_SOURCE} /opt/ComfyUI" in all_of("COPY")
+    # The copy has no .git: the commit is written where the worker reads it (/version comfyui_commit).
     from comfyui_config.engine import COMMIT_FILE
 
     assert f"printf '%s\\n' \"${{COMFYUI_COMMIT}}\" > /opt/ComfyUI/{COMMIT_FILE}" in all_of("RUN")
 
 
-def test_every_pip_install_keeps_the_base_images_torch():
+def test_nothing_is_fetched_in_the_build_but_packages():
+    # No frontend image (`# syntax=`), no ADD of a URL or git repository, no download tool.
+    assert not DOCKERFILE.read_text().startswith("# syntax")
+    assert all_of("ADD") == []
+    for run_args in all_of("RUN"):
+        assert not re.search(r"\b(curl|wget|git)\b", run_args), run_args
+
+
+def test_every_pip_install_keeps_the_base_images_torch_and_the_pinned_versions():
     installs = [cmd for run_args in all_of("RUN") for cmd in run_args.split("&&") if "pip install" in cmd]
     assert len(installs) == 2
     for cmd in installs:
-        assert "-c /opt/gpu-server/torch-pins.txt" in cmd, cmd
-        assert not re.search(r"\btorch\b(?!-pins)", cmd.replace("torch-pins", "")), cmd
+        assert "-c /opt/gpu-server/image-constraints.txt" in cmd, cmd
+        assert not re.search(r"\btorch\b", cmd.replace("torch_pins", "")), cmd
+    # The constraints: constraints.txt with the base's torch (torch_pins.py) in its torch's place.
+    (writes,) = [cmd for run_args in all_of("RUN") for cmd in run_args.split("&&") if "torch_pins.py" in cmd]
+    assert writes.split() == ["python", "/opt/gpu-server/torch_pins.py", "/opt/gpu-server/constraints.txt",
+                              ">", "/opt/gpu-server/image-constraints.txt"]
+    assert "-r /opt/gpu-server/requirements-comfyui.txt" in installs[0]
 
 
 def test_no_model_file_is_copied_into_the_image():
@@ -104,7 +120,12 @@ def dockerignore_allows(path: str) -> bool:
 def test_what_the_image_copies_passes_the_dockerignore():
     sources = [s for copy in all_of("COPY") if "--from" not in copy for s in shlex.split(copy)[:-1]]
     assert len(sources) >= 8
+    # ComfyUI's source is put into the context before the build (make image, make image-test).
+    assert "${COMFYUI_SOURCE}" in sources and dockerignore_allows("build/comfyui/nodes.py")
+    assert dockerignore_allows("build/comfyui-vendored/comfy/sd.py") and not dockerignore_allows("build/lib/x.py")
     for source in sources:
+        if source == "${COMFYUI_SOURCE}":
+            continue
         assert (REPO / source).exists(), source
         files = [p for p in (REPO / source).rglob("*") if p.is_file()] if (REPO / source).is_dir() else [REPO / source]
         for path in files:
@@ -139,7 +160,26 @@ def test_the_images_config_works_with_the_images_environment():
     assert loaded.config.server.host == "0.0.0.0" and all_of("EXPOSE") == [str(loaded.config.server.port)]
 
 
-def test_torch_pins_names_the_installed_torch():
-    result = subprocess.run([sys.executable, str(REPO / "deploy/docker/torch_pins.py")], capture_output=True, text=True, timeout=60)
+def torch_pins(*args: str) -> list[str]:
+    result = subprocess.run([sys.executable, str(REPO / "deploy/docker/torch_pins.py"), *args],
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == f"torch=={metadata.version('torch')}"
+    return result.stdout.splitlines()
+
+
+def test_torch_pins_names_the_installed_torch():
+    assert torch_pins()[0] == f"torch=={metadata.version('torch')}"
+
+
+def test_torch_pins_puts_the_installed_torch_in_place_of_the_constraints_ones(tmp_path):
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("# a comment\nnumpy==2.4.6\ntorch==9.9.9\nTorchVision==0.1  # pinned\nsanic==25.12.1\n")
+    lines = torch_pins(str(constraints))
+    assert lines[:2] == ["numpy==2.4.6", "sanic==25.12.1"]
+    assert lines[2] == f"torch=={metadata.version('torch')}" and "torch==9.9.9" not in lines
+    assert [line for line in lines if line.lower().startswith("torchvision")] == [
+        f"torchvision=={metadata.version('torchvision')}"]
+    # Every other pin of the project's constraints.txt is kept.
+    pins = [line.split("#")[0].strip() for line in (REPO / "constraints.txt").read_text().splitlines()]
+    others = [pin for pin in pins if "==" in pin and not pin.lower().startswith(("torch==", "torchvision==", "torchaudio=="))]
+    assert len(others) > 50 and torch_pins(str(REPO / "constraints.txt"))[:len(others)] == others
