@@ -57,6 +57,7 @@ class Generation:
     spawned_at: float | None = None
     ready_at: float | None = None
     last_heard: float = 0.0  # anything it sent counts as a sign of life
+    watch_due: float = 0.0  # when its watchdog timer is due (a later firing: our loop was late)
     ready: Ready | None = None  # what it runs (backend, model version, device)
     # The jobs it holds, in the order they were handed over (which is their order through
     # the stages): at most one in prepare, one in model, and those finishing.

@@ -34,6 +34,10 @@ from supervisor.worker.watchdog import Watchdog
 from supervisor.worker.state import SERVING, RestartPolicy, StateMachine, WorkerState
 
 S = WorkerState
+# A watchdog timer that fires this much after it was due says our event loop was held up:
+# the worker's messages of that time are judged once read, LATE_RECHECK_S later.
+LATE_LOOP_S = 0.5
+LATE_RECHECK_S = 0.25
 
 
 class Lifecycle(WorkerMessages, Recycling):
@@ -154,6 +158,14 @@ class Lifecycle(WorkerMessages, Recycling):
             self._out.log("error", "worker_startup_timeout", pid=gen.pid, startup_timeout_s=gen.startup_timeout_s)
             self._kill(gen, KillReason.START_TIMEOUT)
         elif kind is TimerKind.WATCHDOG and gen.serving:
+            late_s = self._now - gen.watch_due
+            if late_s > LATE_LOOP_S:
+                # Our own loop was held up (a stall on the event loop), not the worker: what it
+                # sent meanwhile may still wait unread in the socket. Judged once that is read.
+                self._out.log("warning", "supervisor_loop_late", pid=gen.pid, late_s=round(late_s, 3))
+                self._out.set_timer(Timer(TimerKind.WATCHDOG, gen.number), LATE_RECHECK_S)
+                gen.watch_due = self._now + LATE_RECHECK_S
+                return
             self._watch(gen)
         elif kind is TimerKind.RETIRE and gen.phase is Phase.LEAVING:
             self._out.log("warning", "worker_stop_timeout", pid=gen.pid, grace_s=gen.retire_grace_s)
@@ -321,7 +333,9 @@ class Lifecycle(WorkerMessages, Recycling):
                     frozenset({culprit}) if culprit is not None else None)
 
     def _arm_watchdog(self, gen: Generation) -> None:
-        self._out.set_timer(Timer(TimerKind.WATCHDOG, gen.number), gen.watch_in(self._now))
+        delay = gen.watch_in(self._now)
+        gen.watch_due = self._now + delay
+        self._out.set_timer(Timer(TimerKind.WATCHDOG, gen.number), delay)
 
     def _became_ready(self, gen: Generation) -> None:
         """`gen`, the current worker, serves now: what runs on the node is what it loaded."""

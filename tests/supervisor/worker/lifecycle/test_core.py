@@ -17,7 +17,7 @@ from supervisor.jobs.job import JobResult
 from supervisor.worker.lifecycle.events import (
     AbortAsked, CancelAsked, CountRestart, EndJob, GiveUp, JobOffered, Limits, Reconfigured, RecycleAsked,
     RefuseJob, ReportReady, ReportStage, Send, SendFailed, SendJob, SetTimer, SpawnFailed, Start,
-    StopAsked, Timer, TimerKind, Undecodable,
+    StopAsked, Timer, TimerFired, TimerKind, Undecodable,
 )
 from supervisor.worker.overlap import OverlapMode
 from supervisor.worker.reasons import KillReason, RestartReason
@@ -503,3 +503,19 @@ def test_the_same_status_after_a_worker_served_is_a_crash_like_any_other():
     d = Driver(max_restarts=10, max_backoff_s=1).start()
     d.exit(1, WorkerExit.UNRUNNABLE)
     assert d.core.state is S.RESTARTING and not d.of(GiveUp)
+
+
+def test_a_late_watchdog_timer_is_our_loop_held_up_and_judges_once_the_messages_are_read():
+    # The event loop stalled 10 s (a slow request on it): the worker's heartbeats of that time
+    # wait unread in the socket. The timer that fires late does not take that for silence.
+    d = Driver(heartbeat_timeout_s=3).start()
+    d.heartbeat(1)
+    (timer,) = [t for t in d.due if t.kind is TimerKind.WATCHDOG]
+    d.now = d.due.pop(timer) + 10.0  # fired 10 s after it was due
+    d.feed(TimerFired(timer))
+    assert d.kills() == [] and d.logs("supervisor_loop_late")[0].fields["late_s"] == 10.0
+    d.heartbeat(1)  # the reader gets to the socket: the beats were there all along
+    d.advance(0.3)
+    assert d.kills() == []
+    d.advance(3.1)  # and silence after that is silence
+    assert d.kills() == [(1, "heartbeat")]
