@@ -93,6 +93,19 @@ def create_app(node: NodeServices) -> Sanic:
     async def start_timer(request: Request) -> None:
         request.ctx.started = time.perf_counter()
 
+    @app.on_request
+    async def no_body_on_a_read(request: Request) -> None:
+        # A GET or HEAD has no use for a body: refused from its headers (Sanic would leave it
+        # unread and log an ERROR for each such request, which is any client's to send).
+        if request.method not in ("GET", "HEAD") or request.route is None:
+            return  # (no route: its 404 or 405 says more, and answers no 2xx over an unread body)
+        if request.headers.get("transfer-encoding") is not None or (_content_length(request) or 0) > 0:
+            if request.stream is not None:
+                request.stream.keep_alive = False  # the body is not read: no next request after it
+            raise ApiError(400, "bad_request", f"a {request.method} request takes no body")
+        if request.stream is not None and request.stream.request_body:
+            await _discard_body(request)  # `Content-Length: 0`: an empty body, read as such
+
     @app.on_response
     async def record_request(request: Request, response: HTTPResponse) -> None:
         started = getattr(request.ctx, "started", None)

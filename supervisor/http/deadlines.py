@@ -26,7 +26,7 @@ import sys
 from time import monotonic
 from typing import Collection
 
-from sanic.exceptions import RequestTimeout, ServiceUnavailable
+from sanic.exceptions import BadRequest, BadURL, RequestTimeout, ServiceUnavailable
 from sanic.http import Http, Stage
 from sanic.log import error_logger
 from sanic.server.protocols.http_protocol import HttpProtocol
@@ -53,7 +53,15 @@ class DeadlineHttp(Http):
         self.protocol.request_starting(bool(self.recv_buffer))
 
     async def http1_request_header(self) -> None:
-        await super().http1_request_header()
+        try:
+            await super().http1_request_header()
+        except BadURL:
+            # A request target that is not a path (`CONNECT host:443`, `GET x`, `OPTIONS a:b`):
+            # Sanic answers errors through a stand-in request made from the same target, which
+            # fails again, past its error handling (no answer, a traceback at ERROR). Without
+            # the target, the stand-in is `*`, and the client gets its 400.
+            self.url = ""
+            raise BadRequest("the request target must be a path (origin-form)") from None
         self.protocol.head_received()
 
 

@@ -226,13 +226,50 @@ async def test_photoshop_blocks_within_the_limits_are_admitted_and_the_job_runs(
     assert callback.fields["status"] == "succeeded", callback.fields
 
 
+# --- 13: framing: a request target that is not a path, a body on a read -----------------------
+# (Before: no answer and a traceback at ERROR for the first; 200 and an ERROR line for the second.)
+
+
+async def raw_exchange(node, data: bytes) -> bytes:
+    """Send `data` on a connection of its own; all that comes back until the node closes it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), ANSWER_WITHIN_S)  # the node closes after its answer
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("line", [b"CONNECT host:443 HTTP/1.1", b"GET x HTTP/1.1", b"OPTIONS a:b HTTP/1.1"])
+async def test_a_request_target_that_is_not_a_path_is_400_and_the_connection_closed(node, line):
+    answer = await raw_exchange(node, line + b"\r\nHost: n\r\n\r\nGET /health HTTP/1.1\r\nHost: n\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"connection: close" in head.lower(), answer
+    assert_error(400, json.loads(body), 400, "bad_request")
+    assert answer.count(b"HTTP/1.1 ") == 1  # what followed was never read as a second request
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/live", "/version", "/metrics", "/openapi.json"])
+async def test_a_body_on_a_read_of_an_open_route_is_400_without_an_error_line(node, path):
+    request = f"GET {path} HTTP/1.1\r\nHost: n\r\nContent-Length: 5\r\n\r\nhello".encode()
+    head, _, body = (await raw_exchange(node, request)).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert_error(400, json.loads(body), 400, "bad_request")
+
+
+async def test_an_empty_body_on_a_read_is_no_body(node):
+    request = b"GET /health/live HTTP/1.1\r\nHost: n\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    assert (await raw_exchange(node, request)).startswith(b"HTTP/1.1 200 ")
+
+
 # --- after all of the above --------------------------------------------------------------
 
 
 async def test_no_5xx_and_no_error_lines_after_all_of_the_above(node):
     assert not [s for s in node.request_statuses("/tryon") if s.startswith("5")]
     errors = [e for e in node.events() if e["level"] == "ERROR"]
-    assert not errors, errors
+    assert not errors, [(e.get("message"), e.get("traceback", "")[-600:]) for e in errors]
     assert node.gpu_status()["busy"] is False
 
 
