@@ -64,6 +64,17 @@ class DeadlineHttp(Http):
             raise BadRequest("the request target must be a path (origin-form)") from None
         self.protocol.head_received()
 
+    async def http1_response_header(self, data: bytes, end_stream: bool) -> None:
+        if self.expecting_continue:
+            # A final answer before the body was asked for (refused from its headers: a wrong
+            # token, too large, not ready). Sanic would send `100 Continue` before it, keep the
+            # connection and read the whole body of a peer it refused: no 100, the body is
+            # never read, and the connection closes after the answer.
+            self.expecting_continue = False
+            self.keep_alive = False
+            self.request_body = None
+        await super().http1_response_header(data, end_stream)
+
 
 class DeadlineProtocol(HttpProtocol):
     HTTP_CLASS = DeadlineHttp

@@ -263,6 +263,29 @@ async def test_an_empty_body_on_a_read_is_no_body(node):
     assert (await raw_exchange(node, request)).startswith(b"HTTP/1.1 200 ")
 
 
+@pytest.mark.parametrize("headers", [
+    "X-Internal-Auth: not-the-token\r\nContent-Length: 20000000",  # refused: the token
+    f"X-Internal-Auth: {TOKEN}\r\nContent-Length: {MAX_BODY + 1}",  # refused: too large
+], ids=["wrong-token", "too-large"])
+async def test_expect_100_continue_refused_from_its_headers_gets_no_100_and_the_body_is_never_read(node, headers):
+    # (Before: `100 Continue`, then the final answer with keep-alive, and the body read whole.)
+    request = (f"POST /tryon HTTP/1.1\r\nHost: n\r\n{headers}\r\nExpect: 100-continue\r\n"
+               "Content-Type: multipart/form-data; boundary=abc\r\n\r\n").encode()
+    answer = await raw_exchange(node, request)  # no body sent: the node must answer and close
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert not answer.startswith(b"HTTP/1.1 100"), answer
+    assert head.split()[1] in (b"401", b"413") and b"connection: close" in head.lower(), head
+
+
+async def test_expect_100_continue_on_an_accepted_request_still_gets_its_100_and_its_202(node, http, receiver):
+    form = tryon_form("expect-100", config={"steps": 1})
+    async with http.post(f"{node.base_url}/tryon", data=form, headers={"X-Internal-Auth": TOKEN},
+                         expect100=True) as response:
+        assert response.status == 202, await response.text()
+    (callback,) = await receiver.await_callback("expect-100")
+    assert callback.fields["status"] == "succeeded"
+
+
 # --- after all of the above --------------------------------------------------------------
 
 
