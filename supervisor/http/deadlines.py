@@ -96,6 +96,24 @@ class DeadlineProtocol(HttpProtocol):
         self._head_started = monotonic()
         super()._setup_connection(*args, **kwargs)
 
+    def eof_received(self) -> bool:
+        """The client half-closed its side. After a whole request: answer it (the default
+        closes the transport, which cancels a handler that awaits a thread, /gpu/status's NVML
+        read or /metrics' exposition), then close: nothing more can come. Between requests or
+        mid-request (a body cut off): close at once."""
+        http = self._http
+        if http is None:
+            return False
+        body_pending = http.request_body == "chunked" or bool(http.request_body and http.request_bytes_left)
+        if http.stage in (Stage.HANDLER, Stage.RESPONSE):
+            whole = not body_pending
+        else:  # its head may still wait in the buffer, unparsed
+            whole = http.stage in (Stage.IDLE, Stage.REQUEST) and b"\r\n\r\n" in http.recv_buffer and not body_pending
+        if not whole:
+            return False  # gone mid-request, or between requests: closed (an abort, as ever)
+        http.keep_alive = False
+        return True
+
     # --- where the request stands (called by DeadlineHttp) ----------------------------
 
     def request_starting(self, bytes_waiting: bool) -> None:

@@ -286,6 +286,20 @@ async def test_expect_100_continue_on_an_accepted_request_still_gets_its_100_and
     assert callback.fields["status"] == "succeeded"
 
 
+@pytest.mark.parametrize("path", ["/gpu/status", "/metrics", "/health"])
+async def test_a_client_that_half_closes_after_its_request_gets_its_answer(node, path):
+    # (Before: /gpu/status and /metrics, whose work runs in a thread, were cancelled on the EOF.)
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: n\r\nX-Internal-Auth: {TOKEN}\r\n\r\n".encode())
+        await writer.drain()
+        writer.write_eof()  # done sending; still reading
+        answer = await asyncio.wait_for(reader.read(), ANSWER_WITHIN_S)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+
+
 # --- after all of the above --------------------------------------------------------------
 
 
