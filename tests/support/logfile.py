@@ -9,7 +9,8 @@ from typing import Any, Callable
 
 
 def read_events(path: Path, name: str | None = None) -> list[dict]:
-    lines = path.read_text(errors="replace").splitlines()
+    # Whole lines only: the process may be writing the last one as it is read.
+    lines = path.read_text(errors="replace").split("\n")[:-1]
     parsed = [json.loads(line) for line in lines if line.strip()]
     return [e for e in parsed if name is None or e.get("event") == name]
 
