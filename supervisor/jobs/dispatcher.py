@@ -54,9 +54,8 @@ class Dispatcher:
         self._idle.set()
         self._aborted = asyncio.Event()
         self._abort_result: JobResult | None = None
-        self._in_flight: set[Job] = set()  # on the worker, in any stage, until they end
         self._followers: dict[Job, asyncio.Task] = {}  # of each job on the worker
-        self._handovers: dict[Job, Handover] = {}  # of each job in flight
+        self._handovers: dict[Job, Handover] = {}  # each job on the worker, in any stage, until it ends
         # Called if a job's follower dies of a bug: the node cannot go on (set by the node).
         self.on_fatal: Callable[[str], None] = lambda why: None
 
@@ -116,7 +115,6 @@ class Dispatcher:
             now = time.monotonic()
             # The version of the worker that runs it (around a recycle, old and new differ).
             job.mark_handed(now, handover.model_version or self._model_version())
-            self._in_flight.add(job)
             self._handovers[job] = handover
             events.info(
                 "job_dispatched", job_id=job.job_id, attempt=job.attempts, worker_pid=handover.pid,
@@ -147,7 +145,6 @@ class Dispatcher:
             self.scheduler.finish(job, handover.model_done.result() / 1000)
             self._wakeup.set()
         result = await handover.outcome
-        self._in_flight.discard(job)
         self._handovers.pop(job, None)
         if job.cancel_requested and result.error_code == "worker_crashed":
             result = CANCELLED  # the cancel was answered 202; the crash only came first
@@ -197,7 +194,7 @@ class Dispatcher:
         if job.model_version is None:  # ended before it reached the worker
             job.model_version = self._model_version()
         job.mark_finished(result, now)
-        self._in_flight.discard(job)
+        self._handovers.pop(job, None)
         if self.scheduler.current is job:
             self.scheduler.finish(job)
         else:
@@ -222,7 +219,7 @@ class Dispatcher:
         self.callbacks.submit(job)
         if self.job_events is not None:
             self.job_events.forget(job)
-        if self.scheduler.idle and not self._in_flight:
+        if self.scheduler.idle and not self._handovers:
             self._idle.set()
         else:
             self._wakeup.set()

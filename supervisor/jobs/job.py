@@ -110,7 +110,6 @@ class Job:
     # (`prepare_ms` known), in the model, past it (finish). None while not on a worker.
     stage: Literal["queued", "prepare", "model", "finish"] | None = "queued"
     prepare_ms: float | None = None
-    in_model_mono: float | None = None  # when its current run's model stage began
     model_done_mono: float | None = None  # when its current run's model stage ended
     finished_mono: float | None = None
     model_version: str | None = None
@@ -141,7 +140,7 @@ class Job:
         """Handed to a worker: its prepare stage begins. Still `queued` until its model stage."""
         self.attempts += 1
         self.started_mono, self.progress, self.stage = now, None, "prepare"
-        self.prepare_ms = self.in_model_mono = self.model_done_mono = None
+        self.prepare_ms = self.model_done_mono = None
         self.model_version = model_version
 
     def mark_prepared(self, prepare_ms: float) -> None:
@@ -149,7 +148,7 @@ class Job:
         self.prepare_ms, self.stage = prepare_ms, "queued"
 
     def mark_model_started(self, now: float) -> None:
-        self.state, self.stage, self.in_model_mono = JobState.RUNNING, "model", now
+        self.state, self.stage = JobState.RUNNING, "model"
         # The queue time ends when its first run enters the model, also for a job run again.
         if self.model_started_mono is None:
             self.model_started_mono = now
@@ -171,7 +170,7 @@ class Job:
         """Back to waiting for a worker, inputs kept (its worker died under it)."""
         self.state, self.stage = JobState.QUEUED, "queued"
         self.started_mono = self.progress = None
-        self.prepare_ms = self.in_model_mono = self.model_done_mono = None
+        self.prepare_ms = self.model_done_mono = None
 
     def mark_finished(self, result: JobResult, now: float) -> None:
         if result.ok:
