@@ -1,10 +1,10 @@
-"""The worker process: handshake, the I/O loop with heartbeats, and the three stage threads.
+"""The worker process: handshake, and the I/O loop with heartbeats around the stage threads.
 
 Threads and sockets:
 - the main thread owns the DEALER socket to the supervisor. It polls that socket and an
   inproc socket the stage threads wake it through, sends heartbeats on time whatever the
   model is doing, and forwards what the stages produced (zero-copy) to the supervisor;
-- a job goes through three threads, one job in each at most (engine.py's stages):
+- a job goes through three threads, one job in each at most (`stages.py`, engine.py's stages):
   `prepare` (decode), `model` (the GPU's part; it says ModelStarted and ModelDone), `finish`
   (resize, encode, the result). So the next job is decoded while the current one is in the
   model, and the last one is encoded meanwhile too; the supervisor frees the GPU slot at
@@ -33,8 +33,9 @@ import time
 
 import zmq
 
-from gpu_worker import progress, release, wire
+from gpu_worker import progress, wire
 from gpu_worker.engine import BackendContext, Engine, Unrunnable
+from gpu_worker.stages import ENDED, MODEL_DONE, RESULTS_ENDPOINT, STARTED, JobControl, Stages
 from gpu_worker.stdio import capture_stdout
 from ipc import codec, jsonlog
 from ipc.exit_codes import WorkerExit
@@ -44,9 +45,6 @@ from ipc.messages import (
     CancelJob,
     Heartbeat,
     Hello,
-    JobPrepared,
-    ModelDone,
-    ModelStarted,
     RunJob,
     Shutdown,
     StartupFailed,
@@ -55,9 +53,6 @@ from ipc.messages import (
 )
 
 events = jsonlog.EventLog("gpu_worker")
-RESULTS_ENDPOINT = "inproc://results"
-# What a stage produced, for the main thread's own bookkeeping (the frames go on as they are).
-PREPARED, STARTED, MODEL_DONE, ENDED = "prepared", "started", "model_done", "ended"
 PR_SET_PDEATHSIG = 1
 
 
@@ -91,60 +86,6 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(WorkerExit.PARENT_GONE)
 
 
-class Producer:
-    """One stage thread's way out: what it made goes into the shared queue, in order, and a
-    byte on the thread's own inproc socket wakes the main thread."""
-
-    def __init__(self, ctx: zmq.Context, produced: queue.SimpleQueue) -> None:
-        self.produced = produced
-        self.push = ctx.socket(zmq.PUSH)
-        self.push.connect(RESULTS_ENDPOINT)
-
-    def __call__(self, kind: str, job_id: str, frames: list) -> None:
-        self.produced.put((kind, job_id, frames))
-        self.push.send(b"", copy=False)
-
-    def close(self) -> None:
-        self.push.close(linger=0)
-
-
-class JobControl:
-    """What the threads share of a job in the worker: its cancel flag, its position, and who
-    ends it. A cancel before its model stage is answered by the main thread at once, whatever
-    a decode is doing; the stage threads then drop the job without a word. `lock` orders that
-    answer against the model thread's claim of the job."""
-
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
-        self.cancel = threading.Event()
-        self.reporter = progress.Reporter(job_id)
-        self.in_model = False  # main thread: from ModelStarted to ModelDone (its position is sent)
-        self.lock = threading.Lock()
-        self.started = False  # the model thread took it (under `lock`)
-        self.answered = False  # the main thread ended it (under `lock`)
-
-    def claim(self) -> bool:
-        """For the model thread: True if the job is still its to run (not answered)."""
-        with self.lock:
-            if not self.answered:
-                self.started = True
-            return self.started
-
-    def answer_cancel(self) -> bool:
-        """For the main thread: True if the job had not reached its model stage, and is now
-        ended here (its stage threads will drop it)."""
-        self.cancel.set()
-        with self.lock:
-            if not self.started:
-                self.answered = True
-            return self.answered
-
-    @property
-    def dropped(self) -> bool:
-        with self.lock:
-            return self.answered
-
-
 class WorkerProcess:
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
@@ -155,15 +96,7 @@ class WorkerProcess:
         self.sock.setsockopt(zmq.LINGER, 2000)
         self.wakeups = self.ctx.socket(zmq.PULL)
         self.wakeups.bind(RESULTS_ENDPOINT)
-        # Between the stages (None: stop). One job in each: the supervisor sends a job only
-        # once the one before has left prepare, and `finish_free` holds a modelled job back
-        # until the finish stage is empty.
-        self.to_prepare: queue.Queue = queue.Queue()
-        self.to_model: queue.Queue = queue.Queue(maxsize=1)
-        self.to_finish: queue.Queue = queue.Queue(maxsize=1)
-        self.finish_free = threading.Semaphore(1)
-        # (kind, job_id, frames) from the stage threads, in the order they were made.
-        self.produced: queue.SimpleQueue = queue.SimpleQueue()
+        self.stages = Stages(self.ctx)
         self.jobs: dict[str, JobControl] = {}  # main thread only: every job in the worker
         self.preparing: str | None = None  # main thread only: the job not yet in its model stage
         self.decoder = codec.supervisor_message_decoder()
@@ -188,9 +121,7 @@ class WorkerProcess:
         self.send(wire.ready(engine))
         events.info("worker_ready", load_time_s=round(engine.load_time_s, 3), staged=engine.staged,
                     **engine.info._asdict())
-        for name, target in (("prepare", self._prepare_thread), ("model", self._model_thread),
-                             ("finish", self._finish_thread)):
-            threading.Thread(target=target, args=(engine,), name=name, daemon=True).start()
+        self.stages.start(engine)
         code = self._io_loop()
         self.close()
         self._close_engine(engine)
@@ -209,7 +140,7 @@ class WorkerProcess:
         The context is terminated from a helper thread with a deadline: termination waits
         for every socket, and a stage thread stuck inside a kernel never closes its own.
         """
-        self.to_prepare.put(None)  # each stage thread closes its socket once it is free
+        self.stages.stop()  # each stage thread closes its socket once it is free
         self.wakeups.close(linger=0)
         self.sock.close()
         terminator = threading.Thread(target=self.ctx.term, name="zmq-term", daemon=True)
@@ -255,7 +186,7 @@ class WorkerProcess:
                 break
         while True:
             try:
-                kind, job_id, frames = self.produced.get_nowait()
+                kind, job_id, frames = self.stages.produced.get_nowait()
             except queue.Empty:
                 return
             job = self.jobs.get(job_id)
@@ -305,7 +236,7 @@ class WorkerProcess:
                 return
             job = self.jobs[message.job_id] = JobControl(message.job_id)
             self.preparing = message.job_id
-            self.to_prepare.put((wire.job_inputs(message, blobs), job))
+            self.stages.submit(wire.job_inputs(message, blobs), job)
         elif isinstance(message, CancelJob):
             job = self.jobs.get(message.job_id)
             if job is not None and job.answer_cancel():
@@ -317,132 +248,3 @@ class WorkerProcess:
                             error="cancelled before its model stage")
                 self.sock.send_multipart(
                     wire.failure_frames(job.job_id, "cancelled", "cancelled before its model stage"))
-
-    # --- stage threads -----------------------------------------------------------------
-
-    def _producer(self) -> Producer:
-        return Producer(self.ctx, self.produced)
-
-    # Each thread hands one job to a method of its own and drops it after: no local holds a
-    # job's images while the thread waits for the next one.
-
-    def _prepare_thread(self, engine: Engine) -> None:
-        produce = self._producer()
-        while True:
-            item = self.to_prepare.get()
-            if item is None:
-                produce.close()
-                self.to_model.put(None)
-                return
-            self._prepare_one(engine, produce, *item)
-            del item
-
-    def _prepare_one(self, engine: Engine, produce: Producer, inputs, control: JobControl) -> None:
-        try:
-            staged = engine.prepare(inputs, control.cancel)
-            del inputs  # the encoded images: decoded now (Staged keeps the job without them)
-            if control.dropped:
-                return  # cancelled meanwhile, and answered by the main thread
-            job_id = staged.inputs.job_id
-            if staged.error is not None:
-                self._log_failure(job_id, staged.error)
-                produce(ENDED, job_id, wire.failure_frames(
-                    job_id, staged.error.code, staged.error.message, prepare_ms=staged.prepare_ms))
-                return
-            produce(PREPARED, job_id, codec.encode(JobPrepared(job_id=job_id, prepare_ms=staged.prepare_ms)))
-            self.to_model.put((staged, control))
-        except Exception as exc:  # a bug here must not leave the job without an end
-            self._internal_error(produce, control.job_id, exc)
-
-    def _model_thread(self, engine: Engine) -> None:
-        produce = self._producer()
-        schedule = release.ReleaseSchedule()
-        while True:
-            if schedule.due():
-                self._release(engine)
-                schedule.released()
-            try:
-                item = self.to_model.get(timeout=schedule.wait_s())
-            except queue.Empty:
-                continue  # idle until the release was due
-            if item is None:
-                produce.close()
-                self.to_finish.put(None)
-                return
-            self._model_one(engine, produce, *item)
-            del item
-            schedule.job_done()
-
-    def _model_one(self, engine: Engine, produce: Producer, staged, control: JobControl) -> None:
-        job_id = control.job_id
-        try:
-            if not control.claim():
-                return  # cancelled while it waited, and answered by the main thread
-            produce(STARTED, job_id, codec.encode(ModelStarted(job_id=job_id)))
-            events.info("inference_started", job_id=job_id, seed=staged.inputs.seed, steps=staged.inputs.steps)
-            with progress.reporting(control.reporter):
-                modelled = engine.model(staged, control.cancel)
-            del staged
-            if modelled.error is not None:
-                self._log_failure(job_id, modelled.error)
-                produce(ENDED, job_id, wire.failure_frames(
-                    job_id, modelled.error.code, modelled.error.message, prepare_ms=modelled.prepare_ms))
-                return
-            produce(MODEL_DONE, job_id, codec.encode(ModelDone(job_id=job_id, inference_ms=modelled.model_ms)))
-            self.finish_free.acquire()  # until the job before has finished
-            self.to_finish.put(modelled)
-        except Exception as exc:
-            self._internal_error(produce, job_id, exc)
-
-    def _finish_thread(self, engine: Engine) -> None:
-        produce = self._producer()
-        while True:
-            modelled = self.to_finish.get()
-            if modelled is None:
-                produce.close()
-                return
-            try:
-                self._finish_one(engine, produce, modelled)
-            finally:
-                del modelled
-                self.finish_free.release()
-
-    def _finish_one(self, engine: Engine, produce: Producer, modelled) -> None:
-        job_id = modelled.inputs.job_id
-        try:
-            started = time.perf_counter()
-            outcome = engine.finish(modelled)
-            finish_ms = (time.perf_counter() - started) * 1000
-            if outcome.output is not None:
-                out = outcome.output
-                events.info(
-                    "inference_completed", job_id=job_id, inference_ms=round(out.inference_ms, 1),
-                    prepare_ms=round(modelled.prepare_ms, 1), finish_ms=round(finish_ms, 1),
-                    decode_ms=round(out.decode_ms, 1), encode_ms=round(out.encode_ms, 1),
-                    width=out.width, height=out.height, bytes=len(out.image),
-                )
-            else:
-                assert outcome.error is not None
-                self._log_failure(job_id, outcome.error)
-            produce(ENDED, job_id, wire.outcome_frames(job_id, outcome, modelled.prepare_ms, finish_ms))
-        except Exception as exc:
-            self._internal_error(produce, job_id, exc)
-
-    @staticmethod
-    def _log_failure(job_id: str, error) -> None:
-        events.warning("inference_failed", job_id=job_id, error_code=error.code, error=error.message)
-
-    @staticmethod
-    def _internal_error(produce, job_id: str, exc: Exception) -> None:
-        events.exception("worker_internal_error", job_id=job_id)
-        produce(ENDED, job_id, wire.failure_frames(job_id, "backend_error", f"worker error: {exc}"))
-
-    @staticmethod
-    def _release(engine: Engine) -> None:
-        started = time.perf_counter()
-        try:
-            engine.release()
-        except Exception:  # best effort: the next job runs whatever happens here
-            events.exception("worker_release_failed")
-            return
-        events.info("worker_released", seconds=round(time.perf_counter() - started, 4))
