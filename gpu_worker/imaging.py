@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import io
 import math
+import time
 import warnings
 import zlib
 from typing import NamedTuple
 
 from PIL import ExifTags, Image, ImageFile
 
-from gpu_worker.engine import JobError
+from gpu_worker.engine import JobError, JobInputs, JobOutput
 from gpu_worker.jpeg_data import missing_data
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -154,3 +155,55 @@ def encode(image: Image.Image, output_format: str) -> tuple[bytes, str]:
     buffer = io.BytesIO()
     image.save(buffer, **options)
     return buffer.getvalue(), CONTENT_TYPES[output_format]
+
+
+# --- what a staged backend hands from stage to stage (engine.py) -----------------------------
+
+
+class DecodedInputs(NamedTuple):
+    """The prepare stage's result: a job's two images decoded (the job without its bytes)."""
+
+    inputs: JobInputs
+    person: Decoded
+    garment: Decoded
+    decode_ms: float
+
+
+class ModelImage(NamedTuple):
+    """The model stage's result: only what the finish stage needs (the decoded inputs go
+    before it allocates its own)."""
+
+    inputs: JobInputs  # without its images
+    person: Decoded  # its upright size, without its pixels
+    image: Image.Image  # as the model made it
+    inference_ms: float
+    decode_ms: float
+
+    @classmethod
+    def of(cls, prepared: DecodedInputs, image: Image.Image, inference_ms: float) -> ModelImage:
+        return cls(prepared.inputs, prepared.person._replace(image=None), image, inference_ms, prepared.decode_ms)
+
+
+def decode_inputs(inputs: JobInputs, max_pixels: int, within_pixels: int | None, log) -> DecodedInputs:
+    """Both images, upright (`decode`), logged `inputs_decoded` on `log` (the backend's)."""
+    started = time.perf_counter()
+    person = decode(inputs.person_image, "person_image", max_pixels, within_pixels)
+    garment = decode(inputs.garment_image, "garment_image", max_pixels, within_pixels)
+    decode_ms = (time.perf_counter() - started) * 1000
+    log.info("inputs_decoded", job_id=inputs.job_id, person_image=person.describe(),
+             garment_image=garment.describe(), decode_ms=round(decode_ms, 1))
+    # The encoded bytes are not needed from here on: they go now, not after the finish stage.
+    return DecodedInputs(inputs._replace(person_image=b"", garment_image=b""), person, garment, decode_ms)
+
+
+def finish_output(modelled: ModelImage) -> JobOutput:
+    """The finish stage: the output at the promised size (`sized_output`), encoded."""
+    started = time.perf_counter()
+    inputs = modelled.inputs
+    image = sized_output(modelled.image, modelled.person, inputs.output_size)
+    data, content_type = encode(image, inputs.output_format)
+    return JobOutput(
+        image=data, content_type=content_type, width=image.width, height=image.height,
+        inference_ms=modelled.inference_ms, decode_ms=modelled.decode_ms,
+        encode_ms=(time.perf_counter() - started) * 1000,
+    )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, NamedTuple
 
 from gpu_worker import imaging, progress
 from gpu_worker.engine import (
@@ -30,21 +29,6 @@ events = EventLog("gpu_worker.reference")
 
 VERSION = "1"
 DEFAULT_STEPS = 8
-
-
-class _Prepared(NamedTuple):
-    inputs: JobInputs
-    person: imaging.Decoded
-    garment: imaging.Decoded
-    decode_ms: float
-
-
-class _Modelled(NamedTuple):
-    inputs: JobInputs  # without its images
-    person: imaging.Decoded  # its upright size, without its pixels
-    pixels: Any  # HxWx3 uint8 (numpy), on the CPU
-    inference_ms: float
-    decode_ms: float
 
 
 class ReferenceBackend(StagedRun):
@@ -87,19 +71,14 @@ class ReferenceBackend(StagedRun):
     # Three stages (engine.py): decode, the torch loop, resize and encode; the worker runs
     # them overlapped, one job in each.
 
-    def prepare(self, inputs: JobInputs, cancelled: threading.Event) -> _Prepared:
-        t0 = time.perf_counter()
+    def prepare(self, inputs: JobInputs, cancelled: threading.Event) -> imaging.DecodedInputs:
         # Upright, at full size: a development stand-in whose pixels tests check exactly
         # (the comfyui backend scales large inputs down; this one keeps them as they are).
-        person = imaging.decode(inputs.person_image, "person_image", self.context.max_pixels)
-        garment = imaging.decode(inputs.garment_image, "garment_image", self.context.max_pixels)
-        decode_ms = (time.perf_counter() - t0) * 1000
-        events.info("inputs_decoded", job_id=inputs.job_id, person_image=person.describe(),
-                    garment_image=garment.describe(), decode_ms=round(decode_ms, 1))
-        # The encoded bytes are not needed from here on: they go now, not after the finish stage.
-        return _Prepared(inputs._replace(person_image=b"", garment_image=b""), person, garment, decode_ms)
+        return imaging.decode_inputs(inputs, self.context.max_pixels, None, events)
 
-    def model(self, prepared: _Prepared, cancelled: threading.Event) -> _Modelled:
+    def model(self, prepared: imaging.DecodedInputs, cancelled: threading.Event) -> imaging.ModelImage:
+        from PIL import Image
+
         torch = self.torch
         inputs = prepared.inputs
         steps = inputs.steps or self.default_steps
@@ -110,27 +89,11 @@ class ReferenceBackend(StagedRun):
             generator = torch.Generator().manual_seed(inputs.seed)
             result = self._composite(person_t, garment_t, generator, steps, cancelled)
             pixels = result.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        # Only what the finish stage needs: the decoded inputs go before it allocates its own.
-        return _Modelled(inputs, prepared.person._replace(image=None), pixels, (time.perf_counter() - t1) * 1000,
-                         prepared.decode_ms)
-
-    def finish(self, modelled: _Modelled) -> JobOutput:
-        from PIL import Image
-
-        t2 = time.perf_counter()
-        inputs = modelled.inputs
         # Made at the upright person's size, so `person` and `model` sizes are the same here.
-        output = imaging.sized_output(Image.fromarray(modelled.pixels), modelled.person, inputs.output_size)
-        data, content_type = imaging.encode(output, inputs.output_format)
-        return JobOutput(
-            image=data,
-            content_type=content_type,
-            width=output.width,
-            height=output.height,
-            inference_ms=modelled.inference_ms,
-            decode_ms=modelled.decode_ms,
-            encode_ms=(time.perf_counter() - t2) * 1000,
-        )
+        return imaging.ModelImage.of(prepared, Image.fromarray(pixels), (time.perf_counter() - t1) * 1000)
+
+    def finish(self, modelled: imaging.ModelImage) -> JobOutput:
+        return imaging.finish_output(modelled)
 
     def _to_tensor(self, image):
         import numpy

@@ -20,7 +20,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Any, NamedTuple
 
 from gpu_worker import imaging
 from comfyui_config import engine as comfyui_engine, settings as comfyui_settings, workflow as comfyui_workflow
@@ -45,21 +44,6 @@ from ipc.jsonlog import EventLog
 
 events = EventLog("gpu_worker.comfyui")
 WARMUP_SIZE = (512, 512)
-
-
-class _Prepared(NamedTuple):
-    inputs: JobInputs
-    person: imaging.Decoded
-    garment: imaging.Decoded
-    decode_ms: float
-
-
-class _Modelled(NamedTuple):
-    inputs: JobInputs  # without its images
-    person: imaging.Decoded  # its upright size, without its pixels
-    image: Any  # the graph's output as PIL
-    inference_ms: float
-    decode_ms: float
 
 
 class GraphOutOfMemory(MemoryError):
@@ -217,20 +201,12 @@ class ComfyUIBackend(StagedRun):
 
     # Three stages (engine.py), overlapped by the worker: decode; the graph; resize and encode.
 
-    def prepare(self, inputs: JobInputs, cancelled: threading.Event) -> _Prepared:
+    def prepare(self, inputs: JobInputs, cancelled: threading.Event) -> imaging.DecodedInputs:
         assert self.settings is not None
-        t0 = time.perf_counter()
         # Upright, and at most input_max_pixels: a 36 MP photo never becomes a float tensor.
-        within = self.settings.input_max_pixels
-        person = imaging.decode(inputs.person_image, "person_image", self.context.max_pixels, within)
-        garment = imaging.decode(inputs.garment_image, "garment_image", self.context.max_pixels, within)
-        decode_ms = (time.perf_counter() - t0) * 1000
-        events.info("inputs_decoded", job_id=inputs.job_id, person_image=person.describe(),
-                    garment_image=garment.describe(), decode_ms=round(decode_ms, 1))
-        # The encoded bytes are not needed from here on: they go now, not after the finish stage.
-        return _Prepared(inputs._replace(person_image=b"", garment_image=b""), person, garment, decode_ms)
+        return imaging.decode_inputs(inputs, self.context.max_pixels, self.settings.input_max_pixels, events)
 
-    def model(self, prepared: _Prepared, cancelled: threading.Event) -> _Modelled:
+    def model(self, prepared: imaging.DecodedInputs, cancelled: threading.Event) -> imaging.ModelImage:
         inputs = prepared.inputs
         if cancelled.is_set():  # the engine clears its interrupt flag at start: check here
             raise JobCancelled("cancelled before the graph started")
@@ -247,24 +223,10 @@ class ComfyUIBackend(StagedRun):
         )
         if not result.success:
             self._raise_failure(result, cancelled)
-        # Only what the finish stage needs: the decoded inputs go before it allocates its own.
-        return _Modelled(prepared.inputs, prepared.person._replace(image=None), image, result.execution_s * 1000,
-                         prepared.decode_ms)
+        return imaging.ModelImage.of(prepared, image, result.execution_s * 1000)
 
-    def finish(self, modelled: _Modelled) -> JobOutput:
-        t2 = time.perf_counter()
-        inputs = modelled.inputs
-        image = imaging.sized_output(modelled.image, modelled.person, inputs.output_size)
-        data, content_type = imaging.encode(image, inputs.output_format)
-        return JobOutput(
-            image=data,
-            content_type=content_type,
-            width=image.width,
-            height=image.height,
-            inference_ms=modelled.inference_ms,
-            decode_ms=modelled.decode_ms,
-            encode_ms=(time.perf_counter() - t2) * 1000,
-        )
+    def finish(self, modelled: imaging.ModelImage) -> JobOutput:
+        return imaging.finish_output(modelled)
 
     def _execute(self, person, garment, job_id: str, *, seed, steps, prompt, cancelled):
         """Run the job's graph; the captured image as PIL (None when the graph failed)."""
